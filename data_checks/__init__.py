@@ -1,0 +1,1 @@
+"""The data contract: Great Expectations suites for every table and one ``validate()``."""

@@ -1,0 +1,1 @@
+"""Prefect flows that only wire tasks, the `gnnrec` CLI and the deployments."""

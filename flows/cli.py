@@ -1,0 +1,34 @@
+"""The ``gnnrec`` command line: one Typer app, each command group in its own module.
+
+Command bodies import their heavy dependencies (torch, GX, Prefect, MLflow) lazily, so ``gnnrec --help``
+answers at once.
+"""
+
+from __future__ import annotations
+
+import os
+
+import typer
+
+# Telemetry off and a patient Prefect start-up wherever the CLI runs (setdefault: the user may override).
+for _key, _value in {
+    "DO_NOT_TRACK": "true",
+    "MLFLOW_DISABLE_TELEMETRY": "true",
+    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "90",
+}.items():
+    os.environ.setdefault(_key, _value)
+
+from flows import cli_data  # noqa: E402
+
+app = typer.Typer(
+    name="gnnrec",
+    help="Train, tune, compare and ship graph-neural-network recommenders.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+app.add_typer(cli_data.app, name="data")
+
+
+if __name__ == "__main__":
+    app()

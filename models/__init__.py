@@ -1,0 +1,1 @@
+"""One recommender per file behind the :class:`models.base.Recommender` interface."""
