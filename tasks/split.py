@@ -1,10 +1,35 @@
-"""Train/validation/test splits: random per-user, temporal per-user, leave-one-out and fixed."""
+"""Train/validation/test splits: random per-user, temporal per-user, leave-one-out and fixed.
+
+Every method works per user and is vectorised: interactions are ordered within each user by a key (a
+seeded random number, or the timestamp with a random tie-break), each gets its rank inside its user's
+group, and ranks are compared with per-user counts. The same dataset, config and seed always give the same
+split.
+
+Per-user counts for ``random`` and ``temporal`` (user with ``n`` interactions, ratios ``(r_train, r_valid,
+r_test)``; ``round`` rounds halves up):
+
+* ``n_test = round(n * r_test)``, raised to 1 when ``r_test > 0`` and ``n >= 3``;
+* ``n_valid = round(n * r_valid)``, raised to 1 when ``r_valid > 0`` and ``n >= 3``;
+* then train keeps at least one: ``n_test`` is capped at ``n - 1`` and ``n_valid`` at ``n - 1 - n_test``.
+
+So every user keeps at least one training interaction, users with three or more have at least one test
+(and, when a validation ratio is set, one validation) interaction, and users with one or two interactions
+may have no held-out one. ``random`` draws the held-out interactions at random; ``temporal`` trains on the
+oldest and tests on the newest.
+"""
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
+
+from tasks.config import SplitConfig
+from tasks.ingest.dataset import Dataset
+
+PARTS = ("train", "valid", "test")
 
 
 @dataclass(frozen=True, eq=False)
@@ -28,3 +53,176 @@ class Split:
     train: np.ndarray
     valid: np.ndarray
     test: np.ndarray
+
+    def part(self, name: str) -> np.ndarray:
+        """The (user, item) pairs of one part, int64 ``[n, 2]``.
+
+        Args:
+            name: ``train``, ``valid`` or ``test``.
+
+        Raises:
+            KeyError: For any other name.
+        """
+        if name not in PARTS:
+            raise KeyError(f"unknown split part {name!r}; expected one of {', '.join(PARTS)}")
+        pairs: np.ndarray = getattr(self, name)
+        return pairs
+
+    def describe(self) -> dict[str, int | str]:
+        """Counts for reports and run tags: interactions and distinct users per part, method, seed."""
+        out: dict[str, int | str] = {
+            "method": self.method,
+            "seed": self.seed,
+            "fingerprint": self.fingerprint,
+            "num_users": self.num_users,
+            "num_items": self.num_items,
+        }
+        for name in PARTS:
+            pairs = self.part(name)
+            out[name] = len(pairs)
+            out[f"{name}_users"] = len(np.unique(pairs[:, 0])) if len(pairs) else 0
+        return out
+
+    @cached_property
+    def fingerprint(self) -> str:
+        """A content hash (sha256, hex, first 16 chars) of the method, seed, sizes and every part."""
+        h = hashlib.sha256()
+        h.update(f"{self.method}|{self.seed}|{self.num_users}|{self.num_items}".encode())
+        for name in PARTS:
+            pairs = self.part(name)
+            h.update(f"|{name}:{len(pairs)}|".encode())
+            h.update(np.ascontiguousarray(pairs, dtype=np.int64).tobytes())
+        return h.hexdigest()[:16]
+
+
+def split_dataset(dataset: Dataset, config: SplitConfig) -> Split:
+    """Split a dataset's interactions into train, validation and test parts.
+
+    Args:
+        dataset: The indexed dataset.
+        config: Method, ratios, ``valid_from_train`` and seed (see :class:`tasks.config.SplitConfig`).
+
+    Returns:
+        The split. Parts are disjoint and together hold every interaction; within a part, pairs keep the
+        dataset's interaction order.
+
+    Raises:
+        ValueError: ``temporal`` on a dataset without timestamps, or ``fixed`` on a dataset without a split
+            of its own.
+    """
+    rng = np.random.default_rng(config.seed)
+    if config.method == "random":
+        part = _ratio_split(dataset.user, rng.random(dataset.num_interactions), config.ratios)
+    elif config.method == "temporal":
+        if dataset.timestamp is None:
+            raise ValueError(
+                f"split method 'temporal' needs timestamps, but dataset '{dataset.name}' has none; "
+                "use method 'random' or 'loo'."
+            )
+        part = _ratio_split(dataset.user, _time_key(dataset.timestamp, rng), config.ratios)
+    elif config.method == "loo":
+        key = (
+            rng.random(dataset.num_interactions)
+            if dataset.timestamp is None
+            else _time_key(dataset.timestamp, rng)
+        )
+        part = _leave_one_out(dataset.user, key)
+    elif config.method == "fixed":
+        if dataset.fixed_split is None:
+            raise ValueError(
+                f"split method 'fixed' needs the source's own split, but dataset '{dataset.name}' has none "
+                "(its interactions carry no 'split' column); use method 'random', 'temporal' or 'loo'."
+            )
+        part = dataset.fixed_split.astype(np.int8)
+        if config.valid_from_train > 0:
+            part = _move_train_to_valid(dataset.user, part, config.valid_from_train, rng)
+    else:  # pragma: no cover - SplitConfig's Literal type rejects anything else
+        raise ValueError(f"unknown split method {config.method!r}")
+
+    pairs = np.stack([dataset.user, dataset.item], axis=1).astype(np.int64)
+    return Split(
+        method=config.method,
+        seed=config.seed,
+        num_users=dataset.num_users,
+        num_items=dataset.num_items,
+        train=pairs[part == 0],
+        valid=pairs[part == 1],
+        test=pairs[part == 2],
+    )
+
+
+def _time_key(timestamp: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A sort key that orders by timestamp and breaks ties at random (dense time rank + jitter in [0, 1))."""
+    _, rank = np.unique(timestamp, return_inverse=True)
+    return rank.astype(np.float64) + rng.random(len(timestamp))
+
+
+def _ranks_within_user(user: np.ndarray, key: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each interaction's rank within its user by ascending ``key``, and each interaction's user count.
+
+    Returns:
+        ``rank`` (0 for the user's smallest key) and ``count`` (the user's number of interactions), both
+        int64 ``[N]`` in the dataset's order.
+    """
+    order = np.lexsort((key, user))
+    sorted_user = user[order]
+    n = len(user)
+    starts = np.flatnonzero(np.r_[True, sorted_user[1:] != sorted_user[:-1]]) if n else np.zeros(0, np.int64)
+    run = np.diff(np.r_[starts, n])
+    rank = np.empty(n, dtype=np.int64)
+    rank[order] = np.arange(n, dtype=np.int64) - np.repeat(starts, run)
+    count = np.empty(n, dtype=np.int64)
+    count[order] = np.repeat(run, run)
+    return rank, count
+
+
+def _round_half_up(x: np.ndarray) -> np.ndarray:
+    return np.floor(x + 0.5).astype(np.int64)
+
+
+def _held_out_counts(n: np.ndarray, ratios: tuple[float, float, float]) -> tuple[np.ndarray, np.ndarray]:
+    """Per-user (n_valid, n_test) under the rule in the module docstring."""
+    _, r_valid, r_test = ratios
+    n_test = _round_half_up(n * r_test)
+    if r_test > 0:
+        n_test = np.where(n >= 3, np.maximum(n_test, 1), n_test)
+    n_valid = _round_half_up(n * r_valid)
+    if r_valid > 0:
+        n_valid = np.where(n >= 3, np.maximum(n_valid, 1), n_valid)
+    n_test = np.minimum(n_test, n - 1)
+    n_valid = np.minimum(n_valid, n - 1 - n_test)
+    return n_valid, n_test
+
+
+def _ratio_split(user: np.ndarray, key: np.ndarray, ratios: tuple[float, float, float]) -> np.ndarray:
+    """Part code per interaction: the smallest keys of each user train, then valid, the largest test."""
+    rank, count = _ranks_within_user(user, key)
+    n_valid, n_test = _held_out_counts(count, ratios)
+    n_train = count - n_valid - n_test
+    return np.where(rank < n_train, 0, np.where(rank < n_train + n_valid, 1, 2)).astype(np.int8)
+
+
+def _leave_one_out(user: np.ndarray, key: np.ndarray) -> np.ndarray:
+    """Largest key per user to test, second largest to valid; a user needs 2 for a test and 3 for a valid."""
+    rank, count = _ranks_within_user(user, key)
+    from_end = count - 1 - rank
+    part = np.zeros(len(user), dtype=np.int8)
+    part[(from_end == 0) & (count >= 2)] = 2
+    part[(from_end == 1) & (count >= 3)] = 1
+    return part
+
+
+def _move_train_to_valid(
+    user: np.ndarray, part: np.ndarray, fraction: float, rng: np.random.Generator
+) -> np.ndarray:
+    """Move a random ``round(fraction * n_train)`` of each user's training interactions to valid.
+
+    Every user keeps at least one training interaction; moved ones join any validation part the source
+    already has.
+    """
+    train = np.flatnonzero(part == 0)
+    rank, count = _ranks_within_user(user[train], rng.random(len(train)))
+    n_move = np.minimum(_round_half_up(count * fraction), count - 1)
+    out = part.copy()
+    out[train[rank < n_move]] = 1
+    return out

@@ -84,7 +84,15 @@ class Dataset:
         """A content hash (sha256, hex, first 16 chars) of every table, for lineage and cache keys."""
         h = hashlib.sha256()
         h.update(self.name.encode())
-        for arr in (self.user, self.item, self.rating, self.timestamp, self.social, self.kg, self.fixed_split):
+        for arr in (
+            self.user,
+            self.item,
+            self.rating,
+            self.timestamp,
+            self.social,
+            self.kg,
+            self.fixed_split,
+        ):
             h.update(b"|")
             if arr is not None:
                 h.update(np.ascontiguousarray(arr).tobytes())
@@ -132,7 +140,8 @@ def build_dataset(
 
     Args:
         raw: Tables from a loader, already checked by ``data_checks.validate``.
-        min_rating: Keep only interactions with ``rating >= min_rating`` (implicit feedback); ``None`` keeps all.
+        min_rating: Keep only interactions with ``rating >= min_rating`` (implicit feedback); ``None``
+            keeps all.
         k_core: Keep the k-core (every user and item with at least ``k_core`` interactions); 0 disables.
         aggregate_duplicates: Merge repeated (user, item) rows, summing ratings/weights and keeping the
             latest timestamp. Without it duplicates are an error (the contract rejects them earlier).
@@ -145,7 +154,9 @@ def build_dataset(
     inter = raw.interactions
     for col in ("user", "item"):
         if col not in inter.columns:
-            raise DataFormatError(f"The interactions table has no '{col}' column (columns: {list(inter.columns)}).")
+            raise DataFormatError(
+                f"The interactions table has no '{col}' column (columns: {list(inter.columns)})."
+            )
     if aggregate_duplicates and inter.duplicated(["user", "item"]).any():
         agg: dict[str, str] = {}
         if "rating" in inter.columns:
@@ -160,7 +171,9 @@ def build_dataset(
             inter = inter.drop_duplicates(["user", "item"])
     if min_rating is not None:
         if "rating" not in inter.columns:
-            raise DataFormatError(f"min_rating={min_rating} was asked for, but dataset '{raw.name}' has no ratings.")
+            raise DataFormatError(
+                f"min_rating={min_rating} was asked for, but dataset '{raw.name}' has no ratings."
+            )
         inter = inter[inter["rating"] >= min_rating]
     if k_core > 0:
         inter = _k_core(inter, k_core)
@@ -220,29 +233,33 @@ def _index_kg(raw: RawTables, item_ids: np.ndarray) -> tuple[np.ndarray, tuple[s
     """Number KG entities so that entity ``i`` is item ``i``; other entities follow in sorted order."""
     assert raw.kg is not None
     kg = raw.kg
-    heads = kg["head"].astype(str).to_numpy()
-    tails = kg["tail"].astype(str).to_numpy()
-    # Map entity id (string) -> internal item index.
+    heads = kg["head"].astype(str)
+    tails = kg["tail"].astype(str)
+    # Map entity id (string) -> internal item index. pandas' hash-based Index lookups are used throughout:
+    # numpy's sort-based set routines on string arrays are an order of magnitude slower here.
     if raw.item_links is not None:
         links = raw.item_links
         link_items = pd.Index(item_ids).get_indexer(links["item"].to_numpy())
         ok = link_items >= 0
-        entity_to_item = dict(zip(links["entity"].astype(str).to_numpy()[ok], link_items[ok], strict=True))
+        linked = pd.Series(link_items[ok], index=links["entity"].astype(str).to_numpy()[ok])
+        linked = linked[~linked.index.duplicated(keep="first")]
     else:
-        entity_to_item = {str(raw_id): i for i, raw_id in enumerate(item_ids)}
+        linked = pd.Series(np.arange(len(item_ids)), index=[str(x) for x in item_ids])
     num_items = len(item_ids)
-    others = np.setdiff1d(np.unique(np.concatenate([heads, tails])), np.array(list(entity_to_item), dtype=str))
-    other_index = {e: num_items + j for j, e in enumerate(others)}
-    lookup = {**other_index, **entity_to_item}
-    h = np.fromiter((lookup[x] for x in heads), dtype=np.int64, count=len(heads))
-    t = np.fromiter((lookup[x] for x in tails), dtype=np.int64, count=len(tails))
-    relation_names, r = np.unique(kg["relation"].astype(str).to_numpy(), return_inverse=True)
-    triples = np.unique(np.stack([h, r.astype(np.int64), t], axis=1), axis=0)
+    mentioned = pd.Index(pd.unique(pd.concat([heads, tails], ignore_index=True)))
+    others = mentioned.difference(linked.index).sort_values()
+    entity_index = pd.Index(linked.index.append(others))
+    entity_number = np.concatenate(
+        [linked.to_numpy(np.int64), num_items + np.arange(len(others), dtype=np.int64)]
+    )
+    h = entity_number[entity_index.get_indexer(heads.to_numpy())]
+    t = entity_number[entity_index.get_indexer(tails.to_numpy())]
+    r_codes, relation_names = pd.factorize(kg["relation"].astype(str), sort=True)
+    triples = np.unique(np.stack([h, r_codes.astype(np.int64), t], axis=1), axis=0)
     # Raw entity ids: items first (their linked entity, or the item id), then the others.
     item_entity = np.array([str(x) for x in item_ids], dtype=object)
-    for entity, i in entity_to_item.items():
-        item_entity[i] = entity
-    entity_ids = np.concatenate([item_entity, others.astype(object)])
+    item_entity[linked.to_numpy()] = linked.index.to_numpy()
+    entity_ids = np.concatenate([item_entity, others.to_numpy(dtype=object)])
     return triples, tuple(str(x) for x in relation_names), entity_ids
 
 
