@@ -1,0 +1,267 @@
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from tasks.evaluate import Metrics, evaluate, full_ranking_metrics, popularity_metrics
+from tasks.split import Split
+
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+
+
+def table_score_fn(table: torch.Tensor):
+    def score_fn(users: torch.Tensor) -> torch.Tensor:
+        return table[users.to(table.device)]
+
+    return score_fn
+
+
+# Two users with truth, one without. User 0 has seen item 0 and wants {1, 3}; user 1 wants {2}.
+TOY_SCORES = torch.tensor(
+    [
+        [10.0, 4.0, 8.0, 3.0, 6.0],  # ranking after masking item 0: 2, 4, 1, 3
+        [1.0, 2.0, 5.0, 4.0, 3.0],  # ranking: 2, 3, 4, 1, 0
+        [9.0, 9.0, 9.0, 9.0, 9.0],
+    ]
+)
+TOY_TRUTH = torch.tensor([[0, 1], [0, 3], [1, 2]])
+TOY_EXCLUDE = torch.tensor([[0, 0], [2, 1]])
+
+
+def test_hand_computed_toy_case() -> None:
+    m = full_ranking_metrics(table_score_fn(TOY_SCORES), TOY_TRUTH, TOY_EXCLUDE, 3, 5, ks=(2, 4, 10))
+    assert m.users_evaluated == 2 and m.users_skipped == 1
+    # K=2: user 0 misses (items 2, 4); user 1 hits at rank 1.
+    assert m["recall@2"] == pytest.approx(0.5)
+    assert m["precision@2"] == pytest.approx(0.25)
+    assert m["hit@2"] == pytest.approx(0.5)
+    assert m["mrr@2"] == pytest.approx(0.5)
+    assert m["ndcg@2"] == pytest.approx(0.5)
+    # K=4: user 0 hits at ranks 3 and 4 (of two relevant), user 1 at rank 1.
+    dcg0 = 1 / math.log2(4) + 1 / math.log2(5)
+    idcg0 = 1 + 1 / math.log2(3)
+    assert m["recall@4"] == pytest.approx(1.0)
+    assert m["precision@4"] == pytest.approx((2 / 4 + 1 / 4) / 2)
+    assert m["hit@4"] == pytest.approx(1.0)
+    assert m["mrr@4"] == pytest.approx((1 / 3 + 1) / 2)
+    assert m["ndcg@4"] == pytest.approx((dcg0 / idcg0 + 1) / 2)
+    # K=10 is more than the 4 and 5 candidates: lists are shorter, precision still divides by K.
+    assert m["recall@10"] == pytest.approx(1.0)
+    assert m["precision@10"] == pytest.approx((2 / 10 + 1 / 10) / 2)
+    assert m["ndcg@10"] == pytest.approx(m["ndcg@4"])
+    assert m["mrr@10"] == pytest.approx(m["mrr@4"])
+    assert set(m.values) == {
+        f"{n}@{k}" for n in ("recall", "ndcg", "hit", "precision", "mrr") for k in (2, 4, 10)
+    }
+
+
+def test_idcg_uses_min_of_relevant_and_k() -> None:
+    # Three relevant items, K=2, both top-2 items relevant: NDCG@2 is 1 (IDCG over 2 items, not 3).
+    scores = torch.tensor([[5.0, 4.0, 3.0, 2.0, 1.0]])
+    truth = torch.tensor([[0, 0], [0, 1], [0, 4]])
+    m = full_ranking_metrics(
+        table_score_fn(scores), truth, torch.zeros(0, 2, dtype=torch.long), 1, 5, ks=(2, 5)
+    )
+    assert m["ndcg@2"] == pytest.approx(1.0)
+    assert m["recall@2"] == pytest.approx(2 / 3)
+    dcg = 1 + 1 / math.log2(3) + 1 / math.log2(6)
+    idcg = 1 + 1 / math.log2(3) + 1 / math.log2(4)
+    assert m["ndcg@5"] == pytest.approx(dcg / idcg)
+
+
+def test_seen_items_are_never_recommended_even_when_few_candidates_remain() -> None:
+    # Every excluded item scores highest and is also marked relevant: any leak would count as a hit.
+    num_users, num_items = 6, 7
+    gen = torch.Generator().manual_seed(0)
+    scores = torch.rand(num_users, num_items, generator=gen)
+    exclude = []
+    for u in range(num_users):
+        for i in range(u + 1):  # user u has seen items 0..u; user 5 has only item 6 left
+            exclude.append((u, i))
+            scores[u, i] = 100.0 + i
+    exclude_t = torch.tensor(exclude)
+    m = full_ranking_metrics(
+        table_score_fn(scores), exclude_t, exclude_t, num_users, num_items, ks=(1, 3, 10)
+    )
+    assert m.users_evaluated == num_users
+    assert all(v == 0.0 for v in m.values.values())
+    # The one item user 5 has left is ranked first despite scoring lowest.
+    scores[5, 6] = -50.0
+    truth = torch.cat([exclude_t, torch.tensor([[5, 6]])])
+    m = full_ranking_metrics(table_score_fn(scores), truth, exclude_t, num_users, num_items, ks=(1, 3))
+    relevant_5 = 7
+    assert m["hit@1"] == pytest.approx(1 / num_users)
+    assert m["mrr@3"] == pytest.approx(1 / num_users)
+    assert m["recall@3"] == pytest.approx(1 / relevant_5 / num_users)
+
+
+def test_all_users_skipped_when_truth_is_empty() -> None:
+    empty = np.zeros((0, 2), dtype=np.int64)
+    m = full_ranking_metrics(table_score_fn(TOY_SCORES), empty, TOY_EXCLUDE, 3, 5, ks=(2,))
+    assert m.users_evaluated == 0 and m.users_skipped == 3
+    assert m["recall@2"] == 0.0
+
+
+def reference_metrics(scores: torch.Tensor, truth: torch.Tensor, exclude: torch.Tensor, ks: tuple[int, ...]):
+    """A plain per-user Python implementation of the documented definitions."""
+    sums: dict[str, float] = {}
+    users = sorted(set(truth[:, 0].tolist()))
+    for u in users:
+        relevant = set(truth[truth[:, 0] == u, 1].tolist())
+        seen = set(exclude[exclude[:, 0] == u, 1].tolist())
+        order = sorted(
+            (i for i in range(scores.shape[1]) if i not in seen), key=lambda i: -float(scores[u, i])
+        )
+        for k in ks:
+            top = order[:k]
+            flags = [i in relevant for i in top]
+            hits = sum(flags)
+            dcg = sum(1 / math.log2(r + 2) for r, f in enumerate(flags) if f)
+            idcg = sum(1 / math.log2(r + 2) for r in range(min(len(relevant), k)))
+            first = next((r + 1 for r, f in enumerate(flags) if f), None)
+            for name, value in (
+                ("recall", hits / len(relevant)),
+                ("precision", hits / k),
+                ("hit", float(hits > 0)),
+                ("ndcg", dcg / idcg),
+                ("mrr", 1 / first if first else 0.0),
+            ):
+                sums[f"{name}@{k}"] = sums.get(f"{name}@{k}", 0.0) + value
+    return {key: value / len(users) for key, value in sums.items()}, len(users)
+
+
+def random_case(seed: int, num_users: int = 23, num_items: int = 40):
+    gen = torch.Generator().manual_seed(seed)
+    scores = torch.randn(num_users, num_items, generator=gen)
+    cells = torch.randperm(num_users * num_items, generator=gen)
+    exclude_keys, truth_keys = cells[:300], cells[300:420]
+    to_pairs = lambda keys: torch.stack([keys // num_items, keys % num_items], 1)  # noqa: E731
+    return scores, to_pairs(truth_keys), to_pairs(exclude_keys)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_matches_a_per_user_reference_implementation(seed: int) -> None:
+    scores, truth, exclude = random_case(seed)
+    ks = (1, 5, 20)
+    expected, n_users = reference_metrics(scores, truth, exclude, ks)
+    m = full_ranking_metrics(table_score_fn(scores), truth, exclude, 23, 40, ks=ks, chunk_size=4)
+    assert m.users_evaluated == n_users and m.users_skipped == 23 - n_users
+    assert m.values == pytest.approx(expected)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_chunk_size_does_not_change_the_result(device: str) -> None:
+    scores, truth, exclude = random_case(2)
+    scores = scores.to(device)
+    results = [
+        full_ranking_metrics(
+            table_score_fn(scores), truth, exclude, 23, 40, ks=(3, 10), chunk_size=c, device=device
+        )
+        for c in (1, 3, 23, 1000)
+    ]
+    for m in results[1:]:
+        assert m.values == pytest.approx(results[0].values, abs=1e-12)
+        assert (m.users_evaluated, m.users_skipped) == (results[0].users_evaluated, results[0].users_skipped)
+
+
+def test_metrics_is_frozen_and_json_serialisable() -> None:
+    m = full_ranking_metrics(table_score_fn(TOY_SCORES), TOY_TRUTH, TOY_EXCLUDE, 3, 5, ks=(2,))
+    flat = json.loads(json.dumps(m.to_dict()))
+    assert flat["users_evaluated"] == 2 and flat["users_skipped"] == 1
+    assert flat["ndcg@2"] == pytest.approx(0.5)
+    assert flat["seconds"] >= 0
+    with pytest.raises(AttributeError):
+        m.users_evaluated = 3  # type: ignore[misc]
+    assert isinstance(m, Metrics)
+
+
+def test_bad_arguments_are_rejected() -> None:
+    with pytest.raises(ValueError, match="outside"):
+        full_ranking_metrics(table_score_fn(TOY_SCORES), torch.tensor([[0, 9]]), TOY_EXCLUDE, 3, 5)
+    with pytest.raises(ValueError, match="ks"):
+        full_ranking_metrics(table_score_fn(TOY_SCORES), TOY_TRUTH, TOY_EXCLUDE, 3, 5, ks=(0,))
+    with pytest.raises(ValueError, match="shape"):
+        full_ranking_metrics(lambda users: torch.zeros(len(users), 4), TOY_TRUTH, TOY_EXCLUDE, 3, 5)
+
+
+def toy_split() -> Split:
+    # Training counts: item 3 x3, item 1 x2, item 4 x1, items 0 and 2 never: popularity order 3, 1, 4, 0, 2.
+    return Split(
+        method="fixed",
+        seed=0,
+        num_users=3,
+        num_items=5,
+        train=np.array([[0, 3], [1, 3], [2, 3], [0, 1], [1, 1], [2, 4]]),
+        valid=np.array([[0, 4], [1, 0]]),
+        test=np.array([[0, 2], [2, 1]]),
+    )
+
+
+def test_popularity_floor_on_a_toy_split() -> None:
+    split = toy_split()
+    valid = popularity_metrics(split, "valid", ks=(1, 2))
+    # user 0 gets [4, 0, 2] (truth 4: rank 1), user 1 gets [4, 0, 2] (truth 0: rank 2); user 2 has no valid.
+    assert (valid.users_evaluated, valid.users_skipped) == (2, 1)
+    assert valid["hit@1"] == pytest.approx(0.5)
+    assert valid["recall@2"] == pytest.approx(1.0)
+    assert valid["mrr@2"] == pytest.approx(0.75)
+    assert valid["ndcg@2"] == pytest.approx((1 + 1 / math.log2(3)) / 2)
+    assert valid["precision@2"] == pytest.approx(0.5)
+    test = popularity_metrics(split, "test", ks=(1, 2))
+    # Validation items are masked too: user 0 gets [0, 2] (truth 2: rank 2), user 2 gets [1, 0, 2] (rank 1).
+    assert (test.users_evaluated, test.users_skipped) == (2, 1)
+    assert test["hit@1"] == pytest.approx(0.5)
+    assert test["mrr@2"] == pytest.approx(0.75)
+    assert test["recall@2"] == pytest.approx(1.0)
+
+
+class TableModel(nn.Module):
+    """A recommender stand-in whose embeddings reproduce a fixed score table."""
+
+    def __init__(self, scores: torch.Tensor) -> None:
+        super().__init__()
+        self.user = nn.Parameter(scores.clone())
+        self.item = nn.Parameter(torch.eye(scores.shape[1]))
+        self.embedding_calls = 0
+
+    def embeddings(self) -> tuple[torch.Tensor, torch.Tensor]:
+        self.embedding_calls += 1
+        assert not self.training
+        return self.user * 1.0, self.item * 1.0
+
+    def score(self, user_emb: torch.Tensor, item_emb: torch.Tensor) -> torch.Tensor:
+        return user_emb @ item_emb.T
+
+
+def test_evaluate_masks_train_and_for_test_also_valid() -> None:
+    split = toy_split()
+    # The model loves item 4 for user 0; it is a valid item, so on test it must be masked.
+    scores = torch.tensor(
+        [
+            [0.0, 9.0, 1.0, 9.0, 8.0],
+            [5.0, 9.0, 1.0, 9.0, 2.0],
+            [0.0, 3.0, 1.0, 9.0, 9.0],
+        ]
+    )
+    model = TableModel(scores)
+    model.train()
+    valid = evaluate(model, split, "valid", ks=(1,))
+    assert model.training and model.embedding_calls == 1
+    assert valid["hit@1"] == pytest.approx(1.0)  # user 0 -> 4, user 1 -> 0
+    test = evaluate(model, split, "test", ks=(1,))
+    assert test["hit@1"] == pytest.approx(1.0)  # user 0 -> 2 (4 masked), user 2 -> 1
+    direct = full_ranking_metrics(
+        table_score_fn(scores),
+        split.test,
+        np.concatenate([split.train, split.valid]),
+        3,
+        5,
+        ks=(1,),
+    )
+    assert test.values == pytest.approx(direct.values)
+    assert test.seconds >= 0
