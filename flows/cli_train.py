@@ -1,0 +1,316 @@
+"""``gnnrec train``: train one model with literature defaults and report validation and test metrics.
+
+Load -> validate (the data contract; exit 1 when it breaks) -> index -> split -> graphs -> train with early
+stopping on the validation part -> full-ranking evaluation on validation and test, with the popularity floor
+beside. No tuning here (that is ``gnnrec tune``). Exit codes as every command: 0 ok, 1 contract failed, 2
+unusable input.
+"""
+
+from __future__ import annotations
+
+import json
+import resource
+import sys
+import time
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from flows.cli_common import (
+    EXIT_BAD_INPUT,
+    EXIT_CHECK_FAILED,
+    AggregateDuplicatesOption,
+    DataDirOption,
+    DatasetOption,
+    JsonOption,
+    KCoreOption,
+    MinRatingOption,
+    NoDownloadOption,
+    RatiosOption,
+    RecboleNameOption,
+    SeedOption,
+    SplitOption,
+    data_config,
+    error_boundary,
+    fail,
+    split_config,
+    stderr_console,
+)
+
+ModelOption = Annotated[
+    str, typer.Option("--model", "-m", help="Model to train (mf, lightgcn, ngcf, ...).", show_default=True)
+]
+EpochsOption = Annotated[
+    int, typer.Option("--epochs", min=1, help="Maximum epochs (early stopping usually ends sooner).")
+]
+DeviceOption = Annotated[
+    str,
+    typer.Option(
+        "--device",
+        help="Where to train: auto (CUDA when present), cpu, cuda or cuda:N.",
+        show_default=True,
+    ),
+]
+HparamOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--hparam",
+        "-p",
+        help="Model hyperparameter KEY=VALUE (JSON value), repeatable: -p num_layers=2 -p reg_weight=1e-3",
+    ),
+]
+
+
+def parse_hparams(items: list[str] | None) -> dict[str, Any]:
+    """``["num_layers=2", "alpha=[0.5,0.5,0]"]`` -> ``{"num_layers": 2, "alpha": [0.5, 0.5, 0]}``.
+
+    Values are parsed as JSON, falling back to the plain string.
+
+    Raises:
+        ValueError: for an item without ``=``.
+    """
+    out: dict[str, Any] = {}
+    for item in items or []:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"--hparam takes KEY=VALUE, got {item!r}")
+        try:
+            out[key.strip()] = json.loads(raw)
+        except json.JSONDecodeError:
+            out[key.strip()] = raw
+    return out
+
+
+def peak_memory(device: str) -> dict[str, float | None]:
+    """Peak resident memory of this process and, on CUDA, peak allocated GPU memory, in MiB."""
+    import torch
+
+    # ru_maxrss is in KiB on Linux, bytes on macOS.
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    rss_mib = rss / 1024**2 if sys.platform == "darwin" else rss / 1024
+    cuda = None
+    if device.startswith("cuda") and torch.cuda.is_available():
+        cuda = torch.cuda.max_memory_allocated(torch.device(device)) / 1024**2
+    return {"rss_mib": round(rss_mib, 1), "cuda_allocated_mib": None if cuda is None else round(cuda, 1)}
+
+
+def train(
+    model: ModelOption = "lightgcn",
+    dataset: DatasetOption = "synthetic",
+    data_dir: DataDirOption = None,
+    recbole_name: RecboleNameOption = None,
+    min_rating: MinRatingOption = None,
+    k_core: KCoreOption = 0,
+    aggregate_duplicates: AggregateDuplicatesOption = False,
+    no_download: NoDownloadOption = False,
+    split: SplitOption = "random",
+    ratios: RatiosOption = (0.8, 0.1, 0.1),
+    valid_from_train: Annotated[
+        float,
+        typer.Option(
+            "--valid-from-train",
+            min=0.0,
+            max=0.99,
+            help="For --split fixed without validation: per-user fraction of train moved to validation.",
+        ),
+    ] = 0.0,
+    seed: SeedOption = 2020,
+    epochs: EpochsOption = 400,
+    device: DeviceOption = "auto",
+    hparam: HparamOption = None,
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Training pairs per step.")] = 2048,
+    lr: Annotated[float, typer.Option("--lr", min=0.0, help="Adam learning rate.")] = 1e-3,
+    loss: Annotated[
+        Literal["bpr", "softmax"], typer.Option("--loss", help="BPR or sampled softmax.")
+    ] = "bpr",
+    negative_sampler: Annotated[
+        Literal["uniform", "popularity", "hard"],
+        typer.Option("--negative-sampler", help="How negatives are drawn."),
+    ] = "uniform",
+    num_negatives: Annotated[int, typer.Option("--num-negatives", min=1, help="Negatives per positive.")] = 1,
+    sampling: Annotated[
+        Literal["pairs", "users"],
+        typer.Option("--sampling", help="Epoch positives: every pair shuffled, or users drawn uniformly."),
+    ] = "pairs",
+    patience: Annotated[
+        int, typer.Option("--patience", min=1, help="Evaluations without improvement before stopping.")
+    ] = 10,
+    eval_every: Annotated[int, typer.Option("--eval-every", min=1, help="Epochs between evaluations.")] = 1,
+    metric: Annotated[
+        str, typer.Option("--metric", help="Validation metric for early stopping.")
+    ] = "ndcg@20",
+    ks: Annotated[
+        list[int] | None, typer.Option("--k", help="Cut-off K, repeatable (default 10 and 20).")
+    ] = None,
+    max_seconds: Annotated[
+        float | None, typer.Option("--max-seconds", min=0.0, help="Stop training after this wall time.")
+    ] = None,
+    checkpoint: Annotated[
+        Path | None, typer.Option("--checkpoint", dir_okay=False, help="Write a resumable checkpoint here.")
+    ] = None,
+    resume: Annotated[
+        bool, typer.Option("--resume", help="Continue from --checkpoint when it exists.")
+    ] = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Train one model with literature defaults, then print validation and test metrics.
+
+    Prints one JSON object with --json: model, hyperparameters, dataset, split, validation and test metrics
+    with the popularity floor beside them, epochs run, seconds per epoch, evaluation seconds and peak memory.
+    """
+    from data_checks import validate, validate_split
+    from models import UnknownModelError, get_model
+    from tasks.evaluate import evaluate, popularity_metrics
+    from tasks.graphs import build_graphs
+    from tasks.ingest import load_raw
+    from tasks.ingest.dataset import build_dataset
+    from tasks.split import split_dataset
+    from tasks.train import TrainConfig, resolve_device
+    from tasks.train import train as train_model
+
+    console = stderr_console()
+    timings: dict[str, float] = {}
+    with error_boundary():
+        try:
+            hparams = parse_hparams(hparam)
+            get_model(model).resolve_hparams(hparams)
+            resolve_device(device)
+        except (UnknownModelError, ValueError, TypeError, RuntimeError) as exc:
+            fail(str(exc), EXIT_BAD_INPUT)
+        config = data_config(
+            dataset=dataset,
+            data_dir=data_dir,
+            recbole_name=recbole_name,
+            min_rating=min_rating,
+            k_core=k_core,
+            aggregate_duplicates=aggregate_duplicates,
+            no_download=no_download,
+            seed=seed,
+        )
+        splitting = split_config(method=split, ratios=ratios, seed=seed).model_copy(
+            update={"valid_from_train": valid_from_train}
+        )
+        train_config = TrainConfig(
+            model=model,
+            hparams=hparams,
+            epochs=epochs,
+            batch_size=batch_size,
+            lr=lr,
+            loss=loss,
+            negative_sampler=negative_sampler,
+            num_negatives=num_negatives,
+            patience=patience,
+            eval_every=eval_every,
+            metric=metric,
+            ks=tuple(ks) if ks else (10, 20),
+            device=device,
+            seed=seed,
+            max_seconds=max_seconds,
+            sampling=sampling,
+        )
+
+        start = time.perf_counter()
+        with console.status(f"Loading and checking {dataset}..."):
+            raw = load_raw(config)
+            report = validate(raw, allow_duplicates=config.aggregate_duplicates)
+        if not report.success:
+            _contract_failed(report.to_dict(), report.summary(), as_json)
+        with console.status("Indexing, splitting and building graphs..."):
+            data = build_dataset(
+                raw,
+                min_rating=config.min_rating,
+                k_core=config.k_core,
+                aggregate_duplicates=config.aggregate_duplicates,
+            )
+            parts = split_dataset(data, splitting)
+            split_report = validate_split(parts, name=raw.name)
+            if not split_report.success:
+                _contract_failed(split_report.to_dict(), split_report.summary(), as_json)
+            graphs = build_graphs(data, parts)
+        timings["data"] = time.perf_counter() - start
+
+        trained = train_model(graphs, parts, train_config, checkpoint_path=checkpoint, resume=resume)
+
+        eval_device = next(trained.model.parameters()).device
+        valid = evaluate(trained.model, parts, "valid", train_config.ks) if len(parts.valid) else None
+        test = evaluate(trained.model, parts, "test", train_config.ks)
+        pop_valid = popularity_metrics(parts, "valid", train_config.ks) if len(parts.valid) else None
+        pop_test = popularity_metrics(parts, "test", train_config.ks)
+
+    payload: dict[str, Any] = {
+        "model": model,
+        "hparams": trained.model.hparams,
+        "dataset": data.summary(),
+        "split": parts.describe(),
+        "training": train_config.model_dump(mode="json", exclude={"progress"}),
+        "device": trained.device,
+        "valid": None if valid is None else valid.to_dict(),
+        "test": test.to_dict(),
+        "popularity": {
+            "valid": None if pop_valid is None else pop_valid.to_dict(),
+            "test": pop_test.to_dict(),
+        },
+        "epochs_run": trained.epochs_run,
+        "best_epoch": trained.best_epoch,
+        "stop_reason": trained.stop_reason,
+        "seconds_per_epoch": round(trained.seconds_per_epoch, 4),
+        "training_seconds": round(sum(h["seconds"] for h in trained.history), 3),
+        "evaluation_seconds": {
+            "during_training": round(sum(h.get("eval_seconds", 0.0) for h in trained.history), 3),
+            "valid": None if valid is None else round(valid.seconds, 4),
+            "test": round(test.seconds, 4),
+        },
+        "data_seconds": round(timings["data"], 3),
+        "peak_memory": peak_memory(str(eval_device)),
+    }
+    if as_json:
+        typer.echo(json.dumps(payload, indent=2))
+    else:
+        _print_summary(payload, train_config.ks)
+
+
+def _contract_failed(report: dict[str, Any], summary: str, as_json: bool) -> None:
+    """Print a broken data contract and exit 1."""
+    if as_json:
+        typer.echo(json.dumps({"contract": report}, indent=2, default=str))
+    else:
+        typer.echo(summary)
+        typer.echo("Fix the rows above (or the loader options) and run the command again.")
+    raise typer.Exit(EXIT_CHECK_FAILED)
+
+
+def _print_summary(payload: dict[str, Any], ks: tuple[int, ...]) -> None:
+    """Metrics side by side (model vs popularity, valid and test) and the run's facts, for people."""
+    console = Console()
+    table = Table(
+        title=f"{payload['model']} on {payload['dataset']['dataset']} ({payload['split']['method']} split)"
+    )
+    table.add_column("metric")
+    columns = [("valid", payload["valid"]), ("test", payload["test"])]
+    columns += [
+        ("popularity valid", payload["popularity"]["valid"]),
+        ("popularity test", payload["popularity"]["test"]),
+    ]
+    shown = [(name, values) for name, values in columns if values is not None]
+    for name, _ in shown:
+        table.add_column(name, justify="right")
+    for k in sorted(set(ks)):
+        for metric in ("recall", "ndcg", "hit", "precision", "mrr"):
+            key = f"{metric}@{k}"
+            table.add_row(key, *(f"{values[key]:.4f}" for _, values in shown))
+    console.print(table)
+    memory = payload["peak_memory"]
+    console.print(
+        f"{payload['epochs_run']} epochs ({payload['stop_reason']}, best {payload['best_epoch']}) on "
+        f"{payload['device']}, {payload['seconds_per_epoch']:.3f} s/epoch; evaluation "
+        f"{payload['evaluation_seconds']['test']:.3f} s (test); peak RSS {memory['rss_mib']:.0f} MiB"
+        + (
+            f", CUDA {memory['cuda_allocated_mib']:.0f} MiB"
+            if memory["cuda_allocated_mib"] is not None
+            else ""
+        ),
+        markup=False,
+    )

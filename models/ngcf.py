@@ -1,0 +1,145 @@
+"""NGCF: graph collaborative filtering with feature transforms and an element-wise interaction term.
+
+Wang et al., "Neural Graph Collaborative Filtering", SIGIR 2019, https://arxiv.org/abs/1905.08108.
+Layer ``l`` (matrix form, Eq. 7 of the paper, ``L = D^-1/2 A D^-1/2``)::
+
+    E^(l) = LeakyReLU_0.2( (L + I) E^(l-1) W1 + (L E^(l-1) * E^(l-1)) W2 )
+
+followed by message dropout; the final representation concatenates ``E^(0)`` with every layer's
+L2-row-normalised output, as the authors' code does. Node dropout drops every message a sampled node sends
+(its column of ``L``) and rescales the rest by ``1 / (1 - p)``.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from models.base import Recommender, Trial, register_model
+from models.sparse import as_csr, symmetric_spmm
+
+if TYPE_CHECKING:
+    from tasks.graphs import Graphs
+
+
+@register_model
+class NGCF(Recommender):
+    """NGCF over a fixed symmetric-normalised joint adjacency (users ``0..U-1``, items at ``U..U+I-1``).
+
+    Args:
+        num_users: U.
+        num_items: I.
+        adj: ``D^-1/2 A D^-1/2`` of the joint user+item graph, sparse ``[U + I, U + I]``.
+        embedding_dim: d, the width of the ego embeddings and of every layer.
+        num_layers: L.
+        message_dropout: Dropout on each layer's output during training.
+        node_dropout: Probability that a node sends no message in a training forward pass.
+        reg_weight: Coefficient of the batch L2 term on layer-0 embeddings.
+    """
+
+    name = "ngcf"
+    adj: Tensor
+    w1: nn.ModuleList
+    w2: nn.ModuleList
+
+    def __init__(
+        self,
+        num_users: int,
+        num_items: int,
+        adj: Tensor,
+        embedding_dim: int = 64,
+        num_layers: int = 3,
+        message_dropout: float = 0.1,
+        node_dropout: float = 0.0,
+        reg_weight: float = 1e-5,
+    ) -> None:
+        super().__init__(num_users, num_items, embedding_dim, reg_weight)
+        if num_layers < 1:
+            raise ValueError(f"num_layers must be >= 1, got {num_layers}")
+        for label, p in (("message_dropout", message_dropout), ("node_dropout", node_dropout)):
+            if not 0.0 <= p < 1.0:
+                raise ValueError(f"{label} must be in [0, 1), got {p}")
+        self.num_layers = num_layers
+        self.node_dropout = node_dropout
+        self.register_buffer("adj", as_csr(adj, num_users + num_items), persistent=False)
+        self.user_embedding = nn.Embedding(num_users, embedding_dim)
+        self.item_embedding = nn.Embedding(num_items, embedding_dim)
+        self.w1 = nn.ModuleList(nn.Linear(embedding_dim, embedding_dim) for _ in range(num_layers))
+        self.w2 = nn.ModuleList(nn.Linear(embedding_dim, embedding_dim) for _ in range(num_layers))
+        self.message_dropout = nn.Dropout(message_dropout)
+        self._record_hparams(
+            embedding_dim=embedding_dim,
+            num_layers=num_layers,
+            message_dropout=message_dropout,
+            node_dropout=node_dropout,
+            reg_weight=reg_weight,
+        )
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """Xavier-uniform embeddings and transforms, zero biases (the authors' initialiser)."""
+        nn.init.xavier_uniform_(self.user_embedding.weight)
+        nn.init.xavier_uniform_(self.item_embedding.weight)
+        for linear in (*self.w1, *self.w2):
+            nn.init.xavier_uniform_(linear.weight)
+            nn.init.zeros_(linear.bias)
+
+    @classmethod
+    def from_graphs(cls, graphs: Graphs, **hparams: Any) -> NGCF:
+        """Build on ``graphs.ui_adj``, the paper's defaults overridden by ``hparams``."""
+        merged = cls.resolve_hparams(hparams)
+        return cls(num_users=graphs.num_users, num_items=graphs.num_items, adj=graphs.ui_adj, **merged)
+
+    @classmethod
+    def default_hparams(cls) -> dict[str, Any]:
+        """The paper's setting: d = 64 for 3 layers, message dropout 0.1, L2 1e-5, node dropout off."""
+        return {
+            "embedding_dim": 64,
+            "num_layers": 3,
+            "message_dropout": 0.1,
+            "node_dropout": 0.0,
+            "reg_weight": 1e-5,
+        }
+
+    @staticmethod
+    def search_space(trial: Trial) -> dict[str, Any]:
+        """The paper's grid (dropouts 0..0.8 in steps of 0.1, L2), depth 1..4."""
+        return {
+            "embedding_dim": trial.suggest_categorical("embedding_dim", [32, 64, 128]),
+            "num_layers": trial.suggest_int("num_layers", 1, 4),
+            "message_dropout": trial.suggest_float("message_dropout", 0.0, 0.5, step=0.1),
+            "node_dropout": trial.suggest_float("node_dropout", 0.0, 0.5, step=0.1),
+            "reg_weight": trial.suggest_float("reg_weight", 1e-6, 1e-2, log=True),
+        }
+
+    def embeddings(self) -> tuple[Tensor, Tensor]:
+        """Concatenation of the ego embeddings and the normalised output of every layer.
+
+        Shapes:
+            ``[U, d (L + 1)]``, ``[I, d (L + 1)]``.
+        """
+        ego = torch.cat([self.user_embedding.weight, self.item_embedding.weight])
+        keep: Tensor | None = None
+        if self.training and self.node_dropout > 0:
+            # Dropping node j's messages is L @ diag(m) with m_j in {0, 1/(1-p)}: apply m to the features.
+            keep = (torch.rand(ego.shape[0], 1, device=ego.device) >= self.node_dropout).to(ego.dtype)
+            keep = keep / (1.0 - self.node_dropout)
+        outputs = [ego]
+        for w1, w2 in zip(self.w1, self.w2, strict=True):
+            side = symmetric_spmm(self.adj, ego if keep is None else ego * keep)
+            ego = F.leaky_relu(w1(side + ego) + w2(side * ego), negative_slope=0.2)
+            ego = self.message_dropout(ego)
+            outputs.append(F.normalize(ego, p=2, dim=1))
+        out = torch.cat(outputs, dim=1)
+        return out[: self.num_users], out[self.num_users :]
+
+    def layer0_embeddings(self) -> tuple[Tensor, Tensor]:
+        """The ego tables.
+
+        Shapes:
+            ``[U, d]``, ``[I, d]``.
+        """
+        return self.user_embedding.weight, self.item_embedding.weight

@@ -1,0 +1,143 @@
+"""``gnnrec train`` end to end on a small CSV dataset written by the test."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from flows.cli import app
+from flows.cli_train import parse_hparams
+
+runner = CliRunner()
+
+
+def write_interactions(folder: Path, *, bad: bool = False) -> Path:
+    """60 users with two taste groups over 40 items, 12 distinct items each."""
+    rng = np.random.default_rng(0)
+    rows = ["user,item,rating"]
+    for user in range(1, 61):
+        group = user % 2
+        pool = np.arange(1, 21) if group == 0 else np.arange(21, 41)
+        for item in rng.choice(pool, size=12, replace=False):
+            rows.append(f"{user},{item},{rng.integers(1, 6)}")
+    if bad:
+        rows.append(rows[-1])  # a duplicated (user, item) row breaks the contract
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "interactions.csv").write_text("\n".join(rows) + "\n")
+    return folder
+
+
+@pytest.mark.parametrize("model", ["mf", "lightgcn", "ngcf"])
+def test_train_prints_one_json_object(tmp_path, model):
+    folder = write_interactions(tmp_path / "data")
+    result = runner.invoke(
+        app,
+        [
+            "train",
+            "--model",
+            model,
+            "--dataset",
+            "csv",
+            "--data-dir",
+            str(folder),
+            "--epochs",
+            "3",
+            "--device",
+            "cpu",
+            "-p",
+            "embedding_dim=16",
+            "--batch-size",
+            "128",
+            "--json",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    payload = json.loads(result.stdout)
+    assert payload["model"] == model and payload["hparams"]["embedding_dim"] == 16
+    assert payload["dataset"]["users"] == 60 and payload["split"]["method"] == "random"
+    for part in ("valid", "test"):
+        assert 0.0 <= payload[part]["recall@20"] <= 1.0
+        assert payload[part]["users_evaluated"] > 0
+        assert "ndcg@10" in payload["popularity"][part]
+    assert payload["epochs_run"] == 3 and payload["seconds_per_epoch"] > 0
+    assert payload["evaluation_seconds"]["test"] > 0
+    assert payload["peak_memory"]["rss_mib"] > 10
+    assert payload["peak_memory"]["cuda_allocated_mib"] is None or payload["device"].startswith("cuda")
+
+
+def test_training_on_this_data_beats_popularity(tmp_path):
+    folder = write_interactions(tmp_path / "data")
+    result = runner.invoke(
+        app,
+        [
+            "train",
+            "--model",
+            "lightgcn",
+            "--dataset",
+            "csv",
+            "--data-dir",
+            str(folder),
+            "--epochs",
+            "40",
+            "--lr",
+            "0.01",
+            "--batch-size",
+            "128",
+            "--device",
+            "cpu",
+            "--json",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    payload = json.loads(result.stdout)
+    assert payload["test"]["recall@10"] > payload["popularity"]["test"]["recall@10"]
+
+
+def test_unknown_model_exits_2_and_lists_models(tmp_path):
+    result = runner.invoke(
+        app, ["train", "--model", "lightgnc", "--dataset", "csv", "--data-dir", str(tmp_path)]
+    )
+    assert result.exit_code == 2
+    assert "lightgnc" in result.output and "lightgcn" in result.output and "ngcf" in result.output
+
+
+def test_unknown_hyperparameter_exits_2(tmp_path):
+    folder = write_interactions(tmp_path / "data")
+    result = runner.invoke(
+        app, ["train", "--model", "mf", "--dataset", "csv", "--data-dir", str(folder), "-p", "num_layers=2"]
+    )
+    assert result.exit_code == 2
+    assert "num_layers" in result.output and "embedding_dim" in result.output
+
+
+def test_broken_contract_exits_1(tmp_path):
+    folder = write_interactions(tmp_path / "data", bad=True)
+    result = runner.invoke(
+        app,
+        ["train", "--model", "mf", "--dataset", "csv", "--data-dir", str(folder), "--epochs", "1", "--json"],
+    )
+    assert result.exit_code == 1, result.output
+    assert "contract" in json.loads(result.stdout)
+
+
+def test_parse_hparams():
+    assert parse_hparams(["num_layers=2", "alpha=[0.5, 0.5, 0]", "name=abc"]) == {
+        "num_layers": 2,
+        "alpha": [0.5, 0.5, 0],
+        "name": "abc",
+    }
+    with pytest.raises(ValueError, match="KEY=VALUE"):
+        parse_hparams(["oops"])
+
+
+def test_metric_must_be_computed(tmp_path):
+    result = runner.invoke(
+        app,
+        ["train", "--model", "mf", "--dataset", "csv", "--data-dir", str(tmp_path), "--metric", "ndcg@50"],
+    )
+    assert result.exit_code == 2
+    assert "ndcg@50" in result.output
