@@ -19,7 +19,7 @@ for _key, _value in {
 }.items():
     os.environ.setdefault(_key, _value)
 
-from flows import cli_data  # noqa: E402
+from flows import cli_data, cli_pipeline, cli_train  # noqa: E402
 
 app = typer.Typer(
     name="gnnrec",
@@ -28,6 +28,8 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.add_typer(cli_data.app, name="data")
+app.command("train")(cli_train.train)
+cli_pipeline.register(app)
 
 
 if __name__ == "__main__":

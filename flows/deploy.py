@@ -1,0 +1,65 @@
+"""Deployments of the pipeline flows, served by a long-running process (``python -m flows.deploy``).
+
+* ``train-and-promote/manual``: no schedule; started from the Prefect UI's Run button (the parameter form
+  is rendered from :class:`tasks.pipeline_config.PipelineParams`) or ``prefect deployment run``.
+* ``retrain/weekly``: cron schedule, Mondays 03:00 by default (``GNNREC_RETRAIN_CRON`` overrides it).
+
+``prefect.yaml`` declares the same two deployments for ``prefect deploy`` with a process work pool; this
+module is the no-infrastructure way: ``gnnrec ui`` runs it next to a local server.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import urllib.error
+import urllib.request
+from typing import Any
+
+#: Weekly, Monday 03:00.
+DEFAULT_RETRAIN_CRON = "0 3 * * 1"
+
+
+def deployments() -> list[Any]:
+    """The two runner deployments (``train-and-promote/manual``, ``retrain/weekly``)."""
+    from flows.retrain import retrain
+    from flows.train_and_promote import train_and_promote
+
+    return [
+        train_and_promote.to_deployment(
+            name="manual",
+            description="Validate, tune every model, register and promote the best. Start it with Run.",
+            tags=["gnnrec"],
+        ),
+        retrain.to_deployment(
+            name="weekly",
+            cron=os.environ.get("GNNREC_RETRAIN_CRON", DEFAULT_RETRAIN_CRON),
+            description="Reload, validate, warm-start, retrain and promote through the same gate.",
+            tags=["gnnrec"],
+        ),
+    ]
+
+
+def serve_deployments() -> None:
+    """Register the deployments with the Prefect API (``PREFECT_API_URL``) and run their flow runs."""
+    from prefect import serve
+
+    serve(*deployments(), print_starting_message=True)
+
+
+def wait_for_http(url: str, *, timeout_s: float, interval_s: float = 0.5) -> bool:
+    """Poll ``url`` until it answers 2xx or ``timeout_s`` passes; returns whether it answered."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:  # noqa: S310 (loopback URL we built)
+                if 200 <= response.status < 300:
+                    return True
+        except (urllib.error.URLError, ConnectionError, TimeoutError, OSError):
+            pass
+        time.sleep(interval_s)
+    return False
+
+
+if __name__ == "__main__":
+    serve_deployments()

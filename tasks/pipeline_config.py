@@ -1,0 +1,96 @@
+"""The one typed parameter model of the pipeline flows, which Prefect turns into a form in its UI."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from tasks.config import DataConfig, SplitConfig
+
+
+class PipelineParams(BaseModel):
+    """Everything a ``train_and_promote`` or ``retrain`` run needs, validated before any work starts.
+
+    Attributes:
+        data: Which dataset to load and how to filter it (source, folder, synthetic size, k-core, ...).
+        allow_duplicates: Let repeated (user, item) rows through the data contract (they are then merged).
+        min_interactions: The contract's minimum number of interactions.
+        split: How interactions are split into train/valid/test.
+        models: Model families to tune, train and compare (names from ``models.MODELS``).
+        n_trials: Optuna trials per model. The study of a (dataset, split, model) is kept between runs, and
+            this is the number of *finished* trials it should hold: a rerun with no change adds none.
+        extra_trials: Trials to add on top of those already in the study (``retrain`` uses 0 or a few).
+        timeout_s: Tuning time budget per model, in seconds.
+        epochs: Cap on training epochs (early stopping on the validation metric may stop sooner).
+        patience: Early-stopping patience in validations; ``None`` keeps the trainer's default.
+        lr: Adam learning rate; ``None`` keeps the trainer's default.
+        batch_size: Training pairs per step; ``None`` keeps the trainer's default.
+        metric: Validation metric that tunes, selects and promotes (``ndcg@20``); ``None`` uses
+            ``selection_metric`` from ``mlflow.yml``.
+        ks: Cut-offs at which every model is evaluated (the selection metric's cut-off is added).
+        seed: Seed of the Optuna sampler and of every training run.
+        device: ``auto`` (CUDA when present), ``cpu`` or ``cuda``/``cuda:N``.
+        mlflow_config: Path to the ``mlflow.yml`` to use; ``None`` uses ``GNNREC_MLFLOW_CONFIG`` or
+            ``./mlflow.yml``.
+        study_storage: SQLAlchemy URL of the Optuna storage; ``None``: ``study_storage`` in ``mlflow.yml``.
+        warm_start: Enqueue each model's best known hyperparameters (from its study or the champion's tags)
+            as the first new trial.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    data: DataConfig = Field(default_factory=DataConfig)
+    allow_duplicates: bool = False
+    min_interactions: int = Field(default=10, ge=1)
+    split: SplitConfig = Field(default_factory=SplitConfig)
+    models: tuple[str, ...] = ("mf", "lightgcn", "ngcf")
+    n_trials: int = Field(default=4, ge=0, le=10_000)
+    extra_trials: int = Field(default=0, ge=0, le=10_000)
+    timeout_s: float = Field(default=600.0, gt=0)
+    epochs: int = Field(default=40, ge=1)
+    patience: int | None = Field(default=None, ge=1)
+    lr: float | None = Field(default=None, gt=0)
+    batch_size: int | None = Field(default=None, ge=1)
+    metric: str | None = None
+    ks: tuple[int, ...] = (10, 20)
+    seed: int = 2020
+    device: Literal["auto", "cpu", "cuda"] | str = "auto"
+    mlflow_config: Path | None = None
+    study_storage: str | None = None
+    warm_start: bool = False
+
+    @field_validator("models")
+    @classmethod
+    def _models_known_and_unique(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if not value:
+            raise ValueError("choose at least one model")
+        if len(set(value)) != len(value):
+            raise ValueError(f"models are listed more than once: {list(value)}")
+        return value
+
+    @field_validator("metric")
+    @classmethod
+    def _metric_has_cutoff(cls, value: str | None) -> str | None:
+        if value is not None:
+            name, sep, k = value.partition("@")
+            if not sep or not name or not k.isdigit() or int(k) < 1:
+                raise ValueError(f"metric must look like 'ndcg@20' (name@K), got {value!r}")
+        return value
+
+    @field_validator("ks")
+    @classmethod
+    def _ks_positive(cls, value: tuple[int, ...]) -> tuple[int, ...]:
+        if not value or any(k < 1 for k in value):
+            raise ValueError(f"ks must be positive cut-offs, got {list(value)}")
+        return tuple(sorted(set(value)))
+
+    def ks_with(self, metric: str) -> tuple[int, ...]:
+        """The evaluation cut-offs, including the one of ``metric`` (``ndcg@50`` adds 50)."""
+        return tuple(sorted({*self.ks, int(metric.partition("@")[2])}))
+
+    def train_overrides(self) -> dict[str, Any]:
+        """The training settings given here (``TrainConfig`` keeps its defaults for the others)."""
+        given = {"patience": self.patience, "lr": self.lr, "batch_size": self.batch_size}
+        return {k: v for k, v in given.items() if v is not None}

@@ -1,0 +1,276 @@
+"""Optuna tuning of one model family with the very same :func:`tasks.train.train` a plain run uses.
+
+One study per (dataset fingerprint, split, model), stored durably (SQLite under the data folder by default,
+any SQLAlchemy URL), so a study resumes across runs and can be shared by several workers. The sampler is TPE,
+seeded; a median pruner is fed the validation metric after every validation epoch, so poor trials stop early.
+The search space is the model's own (:meth:`models.base.Recommender.search_space`), merged over its defaults.
+
+Tuning reads the validation part only: the test part is removed from the split the objective sees.
+
+Budget: ``n_trials`` is the number of finished trials the study should hold (a rerun with nothing changed adds
+none, which is what makes a rerun cheap and reproducible), ``extra_trials`` adds that many more, and
+``timeout_s`` bounds the wall time of this call.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+if TYPE_CHECKING:
+    import optuna
+
+    from tasks.graphs import Graphs
+    from tasks.split import Split
+    from tasks.train import TrainConfig, TrainedModel
+
+FINISHED_STATES = ("COMPLETE", "PRUNED")
+
+
+@dataclass(frozen=True)
+class TuneResult:
+    """The outcome of tuning one model family.
+
+    Attributes:
+        study_name: The Optuna study.
+        model: Model family.
+        metric: The validation metric maximised.
+        best_params: Best trial's suggested hyperparameters (only the searched ones).
+        best_hparams: The full hyperparameters to train with (best params over the model's defaults).
+        best_value: Best validation value; NaN when no trial completed.
+        best_trial: Number of the best trial, or -1.
+        n_trials: Finished (complete or pruned) trials in the study after this call.
+        n_new_trials: Trials run by this call.
+        n_pruned: Pruned trials in the study.
+        seconds: Wall time of this call.
+        warm_started: Whether known-good hyperparameters were enqueued as the first new trial.
+    """
+
+    study_name: str
+    model: str
+    metric: str
+    best_params: dict[str, Any] = field(default_factory=dict)
+    best_hparams: dict[str, Any] = field(default_factory=dict)
+    best_value: float = math.nan
+    best_trial: int = -1
+    n_trials: int = 0
+    n_new_trials: int = 0
+    n_pruned: int = 0
+    seconds: float = 0.0
+    warm_started: bool = False
+
+
+def study_name(dataset_fingerprint: str, split_key: str, model: str) -> str:
+    """The study of a (dataset fingerprint, split, model): ``<model>-<fingerprint>-<split key>``."""
+    return f"{model}-{dataset_fingerprint}-{split_key}"
+
+
+def _ensure_sqlite_dir(storage: str | None) -> None:
+    if storage and storage.startswith("sqlite") and ":///" in storage:
+        path = storage.partition(":///")[2]
+        if path and path != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+
+
+def open_study(name: str, storage: str | None, seed: int) -> optuna.Study:
+    """Create or load the study ``name`` (maximising) with a seeded TPE sampler and a median pruner."""
+    import optuna
+
+    _ensure_sqlite_dir(storage)
+    return optuna.create_study(
+        study_name=name,
+        storage=storage,
+        direction="maximize",
+        load_if_exists=True,
+        sampler=optuna.samplers.TPESampler(seed=seed, n_startup_trials=5),
+        pruner=optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=2),
+    )
+
+
+def _without_test(split: Split) -> Split:
+    """The split with an empty test part, so that tuning cannot read it."""
+    try:
+        return dataclasses.replace(split, test=np.zeros((0, 2), dtype=np.int64))
+    except (TypeError, ValueError):  # a split type that cannot be rebuilt: it is still only given to train()
+        return split
+
+
+def _metric_value(values: dict[str, float], metric: str) -> float | None:
+    for key in (metric, f"valid_{metric}", f"valid/{metric}"):
+        if key in values:
+            return float(values[key])
+    return None
+
+
+def _json_safe(row: dict[str, Any]) -> dict[str, Any]:
+    return {
+        k: (float(v) if isinstance(v, (int, float, np.floating, np.integer)) else str(v))
+        for k, v in row.items()
+    }
+
+
+def best_known_params(study: optuna.Study) -> dict[str, Any] | None:
+    """The best completed trial's params, or ``None`` when the study has none."""
+    complete = [t for t in study.trials if t.state.name == "COMPLETE" and t.value is not None]
+    if not complete:
+        return None
+    return dict(max(complete, key=lambda t: t.value).params)  # type: ignore[arg-type,return-value]
+
+
+def tune(
+    graphs: Graphs,
+    split: Split,
+    base_config: TrainConfig,
+    *,
+    study: str,
+    storage: str | None,
+    n_trials: int,
+    extra_trials: int = 0,
+    timeout_s: float | None = None,
+    seed: int = 0,
+    warm_start: dict[str, Any] | None = None,
+    callbacks: Sequence[Callable[[optuna.Study, optuna.trial.FrozenTrial], None]] = (),
+    train_fn: Callable[..., TrainedModel] | None = None,
+) -> TuneResult:
+    """Tune ``base_config.model`` on the validation part.
+
+    Each trial trains with ``base_config`` whose ``hparams`` are the model's search-space suggestions merged
+    over its defaults (and over ``base_config.hparams``). After each validation the metric is reported to the
+    pruner; a pruned trial stops there. Each trial stores its per-epoch history in the user attribute
+    ``history`` (for the MLflow callback, see :func:`tasks.register.trial_logger`).
+
+    Args:
+        graphs: Training graphs.
+        split: The split; its test part is hidden from the objective.
+        base_config: Training settings; ``metric`` is the objective.
+        study: Study name (see :func:`study_name`).
+        storage: SQLAlchemy URL of the study storage (``None``: in memory, gone after the call).
+        n_trials: Finished trials the study should hold; only the missing ones run.
+        extra_trials: Trials to run on top of that.
+        timeout_s: Wall-time budget of this call, in seconds.
+        seed: TPE sampler seed.
+        warm_start: Hyperparameters to try first (enqueued unless the study already tried them).
+        callbacks: Optuna callbacks run after each trial.
+        train_fn: The trainer (default :func:`tasks.train.train`); tests may pass a fake.
+
+    Returns:
+        The best parameters and value, and how many trials ran.
+    """
+    import optuna
+
+    from models import get_model
+
+    if train_fn is None:
+        from tasks.train import train as default_train
+
+        train_fn = default_train
+    trainer: Callable[..., TrainedModel] = train_fn
+
+    started = time.perf_counter()
+    model_cls = get_model(base_config.model)
+    metric = base_config.metric
+    optuna_study = open_study(study, storage, seed)
+    finished = [t for t in optuna_study.trials if t.state.name in FINISHED_STATES]
+    to_run = max(0, n_trials - len(finished)) + extra_trials
+    warm = False
+    if warm_start and to_run > 0:
+        known = {name for name in warm_start if name in _space_names(model_cls)}
+        params = {k: v for k, v in warm_start.items() if k in known}
+        if params:
+            optuna_study.enqueue_trial(params, skip_if_exists=True)
+            warm = True
+    tuning_split = _without_test(split)
+
+    def objective(trial: optuna.Trial) -> float:
+        suggested = model_cls.search_space(trial)
+        hparams = {**model_cls.default_hparams(), **base_config.hparams, **suggested}
+        config = base_config.model_copy(update={"hparams": hparams})
+        history: list[dict[str, Any]] = []
+
+        def on_epoch(epoch: int, values: dict[str, float]) -> None:
+            history.append(_json_safe({"epoch": epoch, **values}))
+            trial.set_user_attr("history", history)
+            value = _metric_value(values, metric)
+            if value is None or not math.isfinite(value):
+                return
+            trial.report(value, epoch)
+            if trial.should_prune():
+                raise optuna.TrialPruned(f"pruned at epoch {epoch} with {metric} = {value:.4f}")
+
+        trained = trainer(graphs, tuning_split, config, on_epoch=on_epoch)
+        trial.set_user_attr("history", [_json_safe(dict(row)) for row in trained.history] or history)
+        trial.set_user_attr("best_epoch", int(trained.best_epoch))
+        values = dict(trained.best_valid.values) if trained.best_valid is not None else {}
+        value = _metric_value(values, metric)
+        if value is None:
+            raise KeyError(
+                f"train() reported no validation '{metric}' (got {sorted(values)}); is the valid part empty?"
+            )
+        return value
+
+    if to_run > 0:
+        optuna_logger = logging.getLogger("optuna")
+        level = optuna_logger.level
+        optuna_logger.setLevel(logging.WARNING)
+        try:
+            optuna_study.optimize(
+                objective,
+                n_trials=to_run,
+                timeout=timeout_s,
+                callbacks=list(callbacks),
+                catch=(),
+                gc_after_trial=False,
+            )
+        finally:
+            optuna_logger.setLevel(level)
+
+    trials = optuna_study.trials
+    best_params = best_known_params(optuna_study) or {}
+    complete = [t for t in trials if t.state.name == "COMPLETE" and t.value is not None]
+    best = max(complete, key=lambda t: t.value) if complete else None  # type: ignore[arg-type,return-value]
+    return TuneResult(
+        study_name=study,
+        model=base_config.model,
+        metric=metric,
+        best_params=best_params,
+        best_hparams={**model_cls.default_hparams(), **base_config.hparams, **best_params},
+        best_value=float(best.value) if best is not None and best.value is not None else math.nan,
+        best_trial=best.number if best is not None else -1,
+        n_trials=sum(t.state.name in FINISHED_STATES for t in trials),
+        n_new_trials=sum(t.state.name in FINISHED_STATES for t in trials) - len(finished),
+        n_pruned=sum(t.state.name == "PRUNED" for t in trials),
+        seconds=time.perf_counter() - started,
+        warm_started=warm,
+    )
+
+
+def _space_names(model_cls: Any) -> set[str]:
+    """The hyperparameter names a model's search space suggests (found with a recording fake trial)."""
+
+    class _Recorder:
+        def __init__(self) -> None:
+            self.names: set[str] = set()
+
+        def suggest_float(self, name: str, low: float, high: float, **_: Any) -> float:
+            self.names.add(name)
+            return low
+
+        def suggest_int(self, name: str, low: int, high: int, **_: Any) -> int:
+            self.names.add(name)
+            return low
+
+        def suggest_categorical(self, name: str, choices: Sequence[Any]) -> Any:
+            self.names.add(name)
+            return choices[0]
+
+    recorder = _Recorder()
+    model_cls.search_space(recorder)
+    return recorder.names

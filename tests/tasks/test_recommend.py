@@ -1,0 +1,193 @@
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from tasks.recommend import EmbeddingRecommender, export_recommender, seen_csr, top_k_unseen
+
+
+def brute_force_top_k(user_emb, item_emb, user, seen: set[int], k: int) -> list[int]:
+    scores = item_emb @ user_emb[user]
+    order = [int(i) for i in np.argsort(-scores, kind="stable") if int(i) not in seen]
+    return order[:k]
+
+
+def test_top_k_unseen_matches_brute_force_and_excludes_seen() -> None:
+    rng = np.random.default_rng(0)
+    user_emb, item_emb = rng.normal(size=(30, 8)), rng.normal(size=(50, 8))
+    user, item = rng.integers(0, 30, 400), rng.integers(0, 50, 400)
+    indptr, indices = seen_csr(user, item, 30)
+    users = np.arange(30)
+    items, scores = top_k_unseen(user_emb, item_emb, users, indptr, indices, k=7, chunk=4)
+    assert items.shape == (30, 7)
+    for u in users:
+        seen = set(item[user == u].tolist())
+        assert items[u].tolist() == brute_force_top_k(user_emb, item_emb, u, seen, 7)
+        assert np.all(np.diff(scores[u]) <= 0)
+
+
+def test_user_with_fewer_unseen_items_than_k_gets_only_those() -> None:
+    user_emb, item_emb = np.ones((2, 2)), np.eye(4, 2)
+    indptr, indices = seen_csr(np.array([0, 0, 0]), np.array([0, 1, 2]), 2)
+    items, scores = top_k_unseen(user_emb, item_emb, np.array([0, 1]), indptr, indices, k=3)
+    assert items[0].tolist() == [3, -1, -1] and np.isinf(scores[0, 1:]).all()
+    assert sorted(items[1].tolist()) == [0, 1, 2, 3][:3] or len(set(items[1].tolist())) == 3
+
+
+@pytest.fixture(scope="module")
+def champion_store(tmp_path_factory: pytest.TempPathFactory):
+    """A tmp MLflow store with one tiny MF registered and promoted to champion."""
+    from tasks import register
+    from tasks.config import SplitConfig
+    from tasks.evaluate import evaluate
+    from tasks.graphs import build_graphs
+    from tasks.ingest.dataset import build_dataset
+    from tasks.ingest.synthetic import make_synthetic
+    from tasks.split import split_dataset
+    from tasks.train import TrainConfig, train
+
+    root = tmp_path_factory.mktemp("mlstore")
+    (root / "mlflow.yml").write_text(
+        "tracking_uri: sqlite:///mlflow.db\nartifact_location: artifacts\nregistered_model_name: rec\n"
+        "study_storage: sqlite:///optuna.db\n"
+    )
+    settings = register.load_mlflow_settings(root / "mlflow.yml")
+    dataset = build_dataset(make_synthetic(num_users=40, num_items=60, num_interactions=800, seed=3))
+    split = split_dataset(dataset, SplitConfig(seed=3))
+    trained = train(
+        build_graphs(dataset, split), split, TrainConfig(model="mf", epochs=2, progress=False, device="cpu")
+    )
+    lineage = register.Lineage.of(dataset, split)
+    parent = register.start_pipeline_run(settings, run_name="t", lineage=lineage, params={})
+    child = register.start_model_run(settings, parent_run_id=parent, family="mf", lineage=lineage)
+    version = register.log_trained_model(
+        settings,
+        run_id=child,
+        trained=trained,
+        test_metrics=evaluate(trained.model, split, "test"),
+        dataset=dataset,
+        split=split,
+        lineage=lineage,
+    )
+    register.promote_if_better(settings, [version])
+    register.end_run(settings, parent)
+    return settings, dataset, trained
+
+
+def test_export_and_predict_in_process(champion_store, tmp_path: Path) -> None:
+    _, dataset, trained = champion_store
+    model = EmbeddingRecommender()
+    from tasks.config import SplitConfig
+    from tasks.split import split_dataset
+
+    model._load(
+        export_recommender(trained.model, dataset, split_dataset(dataset, SplitConfig(seed=3)), tmp_path)
+    )
+    users = dataset.user_ids[:4].tolist()
+    out = model.predict(None, pd.DataFrame({"user": users, "k": [1, 2, 3, 4]}))
+    assert out.groupby("user").size().to_dict() == dict(zip(users, [1, 2, 3, 4], strict=True))
+    for raw_user in users:
+        internal = int(np.searchsorted(dataset.user_ids, raw_user))
+        seen = set(dataset.item_ids[dataset.item[dataset.user == internal]].tolist())
+        assert not set(out[out["user"] == raw_user]["item"]) & seen
+    with pytest.raises(ValueError, match="user"):
+        model.predict(None, pd.DataFrame({"customer": [1]}))
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _env(settings) -> dict[str, str]:
+    return {
+        **os.environ,
+        "MLFLOW_TRACKING_URI": settings.tracking_uri,
+        "MLFLOW_REGISTRY_URI": settings.tracking_uri,
+    }
+
+
+def test_champion_loads_and_predicts_in_a_fresh_process(champion_store) -> None:
+    settings, dataset, _ = champion_store
+    script = textwrap.dedent(
+        f"""
+        import json, mlflow, pandas as pd
+        model = mlflow.pyfunc.load_model("models:/{settings.registered_model_name}@champion")
+        out = model.predict(pd.DataFrame({{"user": [{int(dataset.user_ids[0])}, -5]}}), params={{"k": 4}})
+        print(json.dumps(out.to_dict(orient="records")))
+        """
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script],
+        env=_env(settings),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    rows = json.loads(result.stdout.strip().splitlines()[-1])
+    known = [r for r in rows if r["user"] == int(dataset.user_ids[0])]
+    unknown = [r for r in rows if r["user"] == -5]
+    assert [r["rank"] for r in known] == [1, 2, 3, 4] and not any(r["fallback"] for r in known)
+    assert len(unknown) == 4 and all(r["fallback"] for r in unknown)
+    seen = set(dataset.item_ids[dataset.item[dataset.user == 0]].tolist())
+    assert not {r["item"] for r in known} & seen
+
+
+@pytest.mark.slow
+def test_mlflow_models_serve_answers_rest(champion_store, tmp_path: Path) -> None:
+    from flows.cli_pipeline import serve_command, serve_env
+
+    settings, dataset, _ = champion_store
+    port = _free_port()
+    log = tmp_path / "serve.log"
+    proc = subprocess.Popen(
+        serve_command(settings, host="127.0.0.1", port=port),
+        env=serve_env(settings),
+        stdout=log.open("wb"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            assert proc.poll() is None, f"mlflow models serve exited: {log.read_text()[-3000:]}"
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=2) as response:
+                    if response.status == 200:
+                        break
+            except OSError:
+                pass
+            assert time.monotonic() < deadline, "server did not answer /ping in 120 s"
+            time.sleep(1)
+        user = int(dataset.user_ids[1])
+        body = json.dumps(
+            {"dataframe_split": {"columns": ["user"], "data": [[user]]}, "params": {"k": 3}}
+        ).encode()
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{port}/invocations", data=body, headers={"Content-Type": "application/json"}
+        )
+        with urllib.request.urlopen(request, timeout=30) as response:
+            predictions = json.loads(response.read())["predictions"]
+        assert [p["rank"] for p in predictions] == [1, 2, 3]
+        assert all(p["user"] == user and not p["fallback"] for p in predictions)
+        assert set(p["item"] for p in predictions) <= set(dataset.item_ids.tolist())
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, 15)
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, 9)

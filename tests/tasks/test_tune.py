@@ -1,0 +1,181 @@
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import optuna
+import pytest
+
+from models import get_model
+from tasks.split import Split
+from tasks.train import TrainConfig
+from tasks.tune import open_study, study_name, tune
+
+
+def tiny_split() -> Split:
+    rng = np.random.default_rng(0)
+    pairs = np.unique(np.stack([rng.integers(0, 12, 200), rng.integers(0, 15, 200)], axis=1), axis=0)
+    rng.shuffle(pairs)
+    n = len(pairs)
+    return Split("random", 0, 12, 15, pairs[: n // 2], pairs[n // 2 : 3 * n // 4], pairs[3 * n // 4 :])
+
+
+@dataclass
+class FakeTrainer:
+    """Records what the objective passes to train(); scores each trial by a known function of its params."""
+
+    epochs: int = 4
+    calls: list = None  # type: ignore[assignment]
+
+    def __post_init__(self) -> None:
+        self.calls = []
+
+    def __call__(self, graphs, split, config: TrainConfig, *, on_epoch=None):
+        self.calls.append((split, config))
+        target = -abs(np.log10(config.hparams["reg_weight"]) + 3)  # best at reg_weight = 1e-3
+        history = []
+        for epoch in range(1, self.epochs + 1):
+            record = {"epoch": epoch, "loss": 1.0 / epoch, "ndcg@20": target * (1 + 1 / epoch)}
+            history.append(record)
+            if on_epoch is not None:
+                on_epoch(epoch, record)
+        return SimpleNamespace(
+            history=history, best_epoch=self.epochs, best_valid=SimpleNamespace(values={"ndcg@20": target})
+        )
+
+
+def base_config() -> TrainConfig:
+    return TrainConfig(model="mf", epochs=4, progress=False, device="cpu")
+
+
+def test_study_resumes_from_storage_and_reruns_add_no_trials(tmp_path: Path) -> None:
+    storage = f"sqlite:///{tmp_path / 'deep' / 'studies.db'}"
+    trainer = FakeTrainer()
+    first = tune(
+        None, tiny_split(), base_config(), study="s", storage=storage, n_trials=3, seed=1, train_fn=trainer
+    )
+    assert (first.n_trials, first.n_new_trials) == (3, 3)
+    assert len(trainer.calls) == 3
+
+    again = tune(
+        None, tiny_split(), base_config(), study="s", storage=storage, n_trials=3, seed=1, train_fn=trainer
+    )
+    assert (again.n_trials, again.n_new_trials) == (3, 0)
+    assert again.best_params == first.best_params and again.best_value == first.best_value
+    assert len(trainer.calls) == 3
+
+    more = tune(
+        None,
+        tiny_split(),
+        base_config(),
+        study="s",
+        storage=storage,
+        n_trials=3,
+        extra_trials=2,
+        seed=1,
+        train_fn=trainer,
+    )
+    assert (more.n_trials, more.n_new_trials) == (5, 2)
+    assert more.best_value >= first.best_value
+    assert len(optuna.load_study(study_name="s", storage=storage).trials) == 5
+
+
+def test_objective_sees_no_test_part_and_merges_search_space_over_defaults() -> None:
+    trainer = FakeTrainer()
+    split = tiny_split()
+    result = tune(None, split, base_config(), study="s", storage=None, n_trials=2, seed=3, train_fn=trainer)
+    defaults = get_model("mf").default_hparams()
+    for seen_split, config in trainer.calls:
+        assert len(seen_split.test) == 0 and len(seen_split.valid) == len(split.valid)
+        assert set(config.hparams) == set(defaults)
+        assert config.epochs == 4 and config.model == "mf"
+    assert set(result.best_hparams) == set(defaults)
+    assert {k: result.best_hparams[k] for k in result.best_params} == result.best_params
+
+
+def test_trials_store_their_history_and_bad_trials_are_pruned() -> None:
+    trainer = FakeTrainer(epochs=6)
+    histories: list[int] = []
+    states: list[str] = []
+
+    def callback(study, trial) -> None:
+        histories.append(len(trial.user_attrs.get("history", [])))
+        states.append(trial.state.name)
+
+    result = tune(
+        None,
+        tiny_split(),
+        base_config(),
+        study="p",
+        storage=None,
+        n_trials=12,
+        seed=0,
+        train_fn=trainer,
+        callbacks=[callback],
+    )
+    assert result.n_trials == 12 and len(states) == 12
+    assert "PRUNED" in states and result.n_pruned == states.count("PRUNED")
+    for state, length in zip(states, histories, strict=True):
+        assert length == 6 if state == "COMPLETE" else 1 <= length < 6
+
+
+def test_same_seed_same_suggestions() -> None:
+    a = tune(
+        None, tiny_split(), base_config(), study="a", storage=None, n_trials=3, seed=5, train_fn=FakeTrainer()
+    )
+    b = tune(
+        None, tiny_split(), base_config(), study="b", storage=None, n_trials=3, seed=5, train_fn=FakeTrainer()
+    )
+    assert a.best_params == b.best_params
+
+
+def test_warm_start_is_the_first_new_trial(tmp_path: Path) -> None:
+    storage = f"sqlite:///{tmp_path / 'studies.db'}"
+    warm = {"embedding_dim": 32, "reg_weight": 1e-3, "init_std": 0.05, "not_searched": 1}
+    result = tune(
+        None,
+        tiny_split(),
+        base_config(),
+        study="w",
+        storage=storage,
+        n_trials=1,
+        seed=0,
+        warm_start=warm,
+        train_fn=FakeTrainer(),
+    )
+    assert result.warm_started and result.n_new_trials == 1
+    first = open_study("w", storage, seed=0).trials[0]
+    assert first.params == {"embedding_dim": 32, "reg_weight": 1e-3, "init_std": 0.05}
+
+
+def test_real_training_in_the_objective() -> None:
+    """The objective runs the very same train(): a real tiny MF, and a real validation value."""
+    from tasks.config import SplitConfig
+    from tasks.graphs import build_graphs
+    from tasks.ingest.dataset import build_dataset
+    from tasks.ingest.synthetic import make_synthetic
+    from tasks.split import split_dataset
+
+    dataset = build_dataset(make_synthetic(num_users=40, num_items=60, num_interactions=800, seed=1))
+    split = split_dataset(dataset, SplitConfig(seed=1))
+    graphs = build_graphs(dataset, split)
+    config = TrainConfig(model="mf", epochs=2, progress=False, device="cpu", batch_size=256)
+    result = tune(
+        graphs,
+        split,
+        config,
+        study=study_name(dataset.fingerprint, "k", "mf"),
+        storage=None,
+        n_trials=2,
+        seed=0,
+    )
+    assert result.n_trials == 2 and 0.0 <= result.best_value <= 1.0
+    assert result.study_name.startswith("mf-" + dataset.fingerprint)
+
+
+def test_unknown_metric_is_an_error() -> None:
+    config = base_config().model_copy(update={"metric": "recall@5"})
+    with pytest.raises(KeyError, match="recall@5"):
+        tune(None, tiny_split(), config, study="x", storage=None, n_trials=1, seed=0, train_fn=FakeTrainer())
