@@ -27,6 +27,26 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
+
+
+@app.callback()
+def main(
+    threads: int | None = typer.Option(
+        None,
+        "--threads",
+        min=1,
+        help="CPU threads for torch (torch.set_num_threads). Default: torch's choice (one per core). On a "
+        "machine that is busy with other work, fewer threads than cores avoid oversubscription, which "
+        "can slow training 10-50x.",
+    ),
+) -> None:
+    """Train, tune, compare and ship graph-neural-network recommenders."""
+    if threads is not None:
+        import torch
+
+        torch.set_num_threads(threads)
+
+
 app.add_typer(cli_data.app, name="data")
 app.command("train")(cli_train.train)
 cli_pipeline.register(app)
