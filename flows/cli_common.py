@@ -15,22 +15,28 @@ configs with :func:`data_config` / :func:`split_config`, and runs its body insid
             config = data_config(dataset=dataset, data_dir=data_dir)
             ...
 
-The option names, help texts and defaults are the same in every command, so ``gnnrec data stats`` and
-``gnnrec train`` read the same data from the same flags. Nothing here imports torch, GX, Prefect or MLflow.
+The option names, help texts and defaults are the same in every command, so ``gnnrec data stats``,
+``gnnrec train``, ``gnnrec run`` and ``gnnrec retrain`` read the same data from the same flags, and exit with
+the same codes: 0 ok, 1 the data broke its contract, 2 unusable input. Nothing here imports torch, GX,
+Prefect or MLflow.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
 
 from tasks.config import DataConfig, DatasetName, SplitConfig, SplitMethod
 from tasks.ingest.errors import DataFormatError, DatasetNotAvailableError
+
+if TYPE_CHECKING:
+    from data_checks import ValidationReport
 
 # Exit codes shared by every command: 0 success, 1 the data broke the contract (or a check failed),
 # 2 the input could not be used at all (unreadable files, missing dataset, invalid options).
@@ -106,6 +112,15 @@ NoDownloadOption = Annotated[
     typer.Option(
         "--no-download",
         help="Never fetch a downloadable dataset; fail with a clear message when its files are not on disk.",
+    ),
+]
+MinInteractionsOption = Annotated[
+    int,
+    typer.Option(
+        "--min-interactions",
+        min=0,
+        help="The fewest interactions a usable dataset has; fewer fails the contract.",
+        show_default=True,
     ),
 ]
 SplitOption = Annotated[
@@ -240,21 +255,50 @@ def describe_validation_error(exc: Exception) -> str:
     return "Invalid option: " + "; ".join(parts) + "."
 
 
-@contextmanager
-def error_boundary() -> Iterator[None]:
-    """Turn the errors a person can fix into one paragraph on stderr and exit code 2.
+def contract_failed(report: ValidationReport, as_json: bool = False) -> NoReturn:
+    """Print a broken data contract on stdout and exit with :data:`EXIT_CHECK_FAILED`.
 
-    Caught: :class:`DataFormatError` (a file cannot be parsed), :class:`DatasetNotAvailableError` (files
-    missing or not downloadable), ``pydantic.ValidationError`` (an option out of range) and ``OSError``
-    (a path that cannot be read or written). Anything else is a bug and keeps its traceback.
+    Args:
+        report: The failed report.
+        as_json: Print ``{"contract": report.to_dict()}`` instead of the summary for people.
 
     Raises:
-        typer.Exit: With code :data:`EXIT_BAD_INPUT` for the errors above.
+        typer.Exit: Always, with code 1.
+    """
+    from data_checks.report import to_plain
+
+    if as_json:
+        typer.echo(json.dumps({"contract": to_plain(report.to_dict())}, indent=2))
+    else:
+        typer.echo(report.summary())
+        typer.echo("Fix the rows above (or the loader options) and run the command again.")
+    raise typer.Exit(EXIT_CHECK_FAILED)
+
+
+@contextmanager
+def error_boundary(*, as_json: bool = False) -> Iterator[None]:
+    """Turn a broken contract into exit 1 and the errors a person can fix into one paragraph and exit 2.
+
+    Caught: :class:`~tasks.prepare.DataContractError` (the data broke its contract: the GX summary, or with
+    ``as_json`` the report as one JSON object, on stdout, exit 1); :class:`DataFormatError` (a file cannot
+    be parsed), :class:`DatasetNotAvailableError` (files missing or not downloadable),
+    ``pydantic.ValidationError`` (an option out of range) and ``OSError`` (a path that cannot be read or
+    written), each as one paragraph on stderr with exit 2. Anything else is a bug and keeps its traceback.
+
+    Args:
+        as_json: How a broken contract is printed (the command's ``--json``).
+
+    Raises:
+        typer.Exit: With code :data:`EXIT_CHECK_FAILED` or :data:`EXIT_BAD_INPUT` for the errors above.
     """
     from pydantic import ValidationError
 
+    from tasks.prepare import DataContractError
+
     try:
         yield
+    except DataContractError as exc:
+        contract_failed(exc.report, as_json)
     except (DataFormatError, DatasetNotAvailableError) as exc:
         fail(" ".join(str(exc).split()))
     except ValidationError as exc:

@@ -8,36 +8,32 @@ breaks the contract, and 2 when the files cannot be read at all (one paragraph, 
 from __future__ import annotations
 
 import json
-import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, TypeVar
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from flows.cli_common import (
-    EXIT_CHECK_FAILED,
     AggregateDuplicatesOption,
     DataDirOption,
     DatasetOption,
     JsonOption,
     KCoreOption,
+    MinInteractionsOption,
     MinRatingOption,
     NoDownloadOption,
     RatiosOption,
     RecboleNameOption,
     SeedOption,
     SplitOption,
+    contract_failed,
     data_config,
     error_boundary,
     split_config,
     stderr_console,
 )
-
-if TYPE_CHECKING:
-    from data_checks.report import ValidationReport
 
 app = typer.Typer(
     help="Check a dataset against the data contract (Great Expectations) and describe its graphs.",
@@ -52,25 +48,6 @@ DocsDirOption = Annotated[
         file_okay=False,
     ),
 ]
-MinInteractionsOption = Annotated[
-    int,
-    typer.Option(
-        "--min-interactions",
-        min=0,
-        help="The fewest interactions a usable dataset has; fewer fails the contract.",
-        show_default=True,
-    ),
-]
-
-T = TypeVar("T")
-
-
-def _timed(timings: dict[str, float], step: str, fn: Callable[[], T]) -> T:
-    """Run ``fn`` and record its wall time in seconds under ``step``."""
-    start = time.perf_counter()
-    out = fn()
-    timings[step] = round(time.perf_counter() - start, 3)
-    return out
 
 
 def _print_json(payload: dict[str, Any]) -> None:
@@ -78,16 +55,6 @@ def _print_json(payload: dict[str, Any]) -> None:
     from data_checks.report import to_plain
 
     typer.echo(json.dumps(to_plain(payload), indent=2))
-
-
-def _report_failure(report: ValidationReport, as_json: bool) -> None:
-    """Print a failed contract (summary, or JSON) and exit 1."""
-    if as_json:
-        _print_json({"contract": report.to_dict()})
-    else:
-        typer.echo(report.summary())
-        typer.echo("Fix the rows above (or the loader options) and run the command again.")
-    raise typer.Exit(EXIT_CHECK_FAILED)
 
 
 # Command help as whole paragraphs: Typer's rich help keeps the docstring's line breaks.
@@ -123,8 +90,8 @@ def validate_command(
     sample of bad values) and the Data Docs path when it fails; 2 with one paragraph when the files
     cannot be read.
     """
-    from data_checks import validate
     from tasks.ingest import load_raw
+    from tasks.prepare import validate_raw
 
     with error_boundary():
         config = data_config(
@@ -137,14 +104,9 @@ def validate_command(
         )
         with stderr_console().status(f"Loading and checking {dataset}..."):
             raw = load_raw(config)
-            report = validate(
-                raw,
-                allow_duplicates=config.aggregate_duplicates,
-                min_interactions=min_interactions,
-                docs_dir=docs_dir,
-            )
+            report = validate_raw(raw, config, min_interactions=min_interactions, docs_dir=docs_dir)
     if not report.success:
-        _report_failure(report, as_json)
+        contract_failed(report, as_json)
     if as_json:
         _print_json({"contract": report.to_dict()})
     else:
@@ -172,15 +134,9 @@ def stats_command(
     split's part sizes and each graph's statistics (nodes, edges, density, degrees, components). Fails
     like ``validate`` when the data breaks the contract.
     """
-    from data_checks import validate, validate_split
-    from tasks.graphs import build_graphs
-    from tasks.ingest import load_raw
-    from tasks.ingest.dataset import build_dataset
-    from tasks.split import split_dataset
+    from tasks.prepare import prepare_data
 
-    timings: dict[str, float] = {}
-    console = stderr_console()
-    with error_boundary():
+    with error_boundary(as_json=as_json):
         config = data_config(
             dataset=dataset,
             data_dir=data_dir,
@@ -192,40 +148,15 @@ def stats_command(
             seed=seed,
         )
         splitting = split_config(method=split, ratios=ratios, seed=seed)
-        with console.status(f"Loading and checking {dataset}..."):
-            raw = _timed(timings, "load", lambda: load_raw(config))
-            report = _timed(
-                timings,
-                "validate",
-                lambda: validate(
-                    raw, allow_duplicates=config.aggregate_duplicates, min_interactions=min_interactions
-                ),
-            )
-        if not report.success:
-            _report_failure(report, as_json)
-        with console.status("Indexing, splitting and building graphs..."):
-            data = _timed(
-                timings,
-                "build_dataset",
-                lambda: build_dataset(
-                    raw,
-                    min_rating=config.min_rating,
-                    k_core=config.k_core,
-                    aggregate_duplicates=config.aggregate_duplicates,
-                ),
-            )
-            parts = _timed(timings, "split", lambda: split_dataset(data, splitting))
-            split_report = _timed(timings, "validate_split", lambda: validate_split(parts, name=raw.name))
-            if not split_report.success:
-                _report_failure(split_report, as_json)
-            graphs = _timed(timings, "build_graphs", lambda: build_graphs(data, parts))
+        with stderr_console().status(f"Loading, checking, splitting {dataset} and building graphs..."):
+            prepared = prepare_data(config, splitting, min_interactions=min_interactions)
     payload: dict[str, Any] = {
-        **data.summary(),
-        "contract": {"success": True, "expectations": len(report.results) + len(split_report.results)},
-        "split": parts.describe(),
-        "graphs": graphs.stats,
-        "files": raw.files,
-        "seconds": timings,
+        **prepared.dataset.summary(),
+        "contract": {"success": True, "expectations": prepared.expectations},
+        "split": prepared.split.describe(),
+        "graphs": prepared.graphs.stats,
+        "files": prepared.raw.files,
+        "seconds": prepared.timings,
     }
     if as_json:
         _print_json(payload)

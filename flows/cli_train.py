@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import resource
 import sys
-import time
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -21,7 +20,6 @@ from rich.table import Table
 
 from flows.cli_common import (
     EXIT_BAD_INPUT,
-    EXIT_CHECK_FAILED,
     AggregateDuplicatesOption,
     DataDirOption,
     DatasetOption,
@@ -161,19 +159,14 @@ def train(
     Prints one JSON object with --json: model, hyperparameters, dataset, split, validation and test metrics
     with the popularity floor beside them, epochs run, seconds per epoch, evaluation seconds and peak memory.
     """
-    from data_checks import validate, validate_split
     from models import UnknownModelError, get_model
     from tasks.evaluate import evaluate, popularity_metrics
-    from tasks.graphs import build_graphs
-    from tasks.ingest import load_raw
-    from tasks.ingest.dataset import build_dataset
-    from tasks.split import split_dataset
+    from tasks.prepare import prepare_data
     from tasks.train import TrainConfig, resolve_device
     from tasks.train import train as train_model
 
     console = stderr_console()
-    timings: dict[str, float] = {}
-    with error_boundary():
+    with error_boundary(as_json=as_json):
         try:
             hparams = parse_hparams(hparam)
             get_model(model).resolve_hparams(hparams)
@@ -212,25 +205,9 @@ def train(
             sampling=sampling,
         )
 
-        start = time.perf_counter()
-        with console.status(f"Loading and checking {dataset}..."):
-            raw = load_raw(config)
-            report = validate(raw, allow_duplicates=config.aggregate_duplicates)
-        if not report.success:
-            _contract_failed(report.to_dict(), report.summary(), as_json)
-        with console.status("Indexing, splitting and building graphs..."):
-            data = build_dataset(
-                raw,
-                min_rating=config.min_rating,
-                k_core=config.k_core,
-                aggregate_duplicates=config.aggregate_duplicates,
-            )
-            parts = split_dataset(data, splitting)
-            split_report = validate_split(parts, name=raw.name)
-            if not split_report.success:
-                _contract_failed(split_report.to_dict(), split_report.summary(), as_json)
-            graphs = build_graphs(data, parts)
-        timings["data"] = time.perf_counter() - start
+        with console.status(f"Loading, checking, splitting {dataset} and building graphs..."):
+            prepared = prepare_data(config, splitting)
+        graphs, parts = prepared.graphs, prepared.split
 
         trained = train_model(graphs, parts, train_config, checkpoint_path=checkpoint, resume=resume)
 
@@ -243,7 +220,7 @@ def train(
     payload: dict[str, Any] = {
         "model": model,
         "hparams": trained.model.hparams,
-        "dataset": data.summary(),
+        "dataset": prepared.dataset.summary(),
         "split": parts.describe(),
         "training": train_config.model_dump(mode="json", exclude={"progress"}),
         "device": trained.device,
@@ -263,23 +240,13 @@ def train(
             "valid": None if valid is None else round(valid.seconds, 4),
             "test": round(test.seconds, 4),
         },
-        "data_seconds": round(timings["data"], 3),
+        "data_seconds": round(sum(prepared.timings.values()), 3),
         "peak_memory": peak_memory(str(eval_device)),
     }
     if as_json:
         typer.echo(json.dumps(payload, indent=2))
     else:
         _print_summary(payload, train_config.ks)
-
-
-def _contract_failed(report: dict[str, Any], summary: str, as_json: bool) -> None:
-    """Print a broken data contract and exit 1."""
-    if as_json:
-        typer.echo(json.dumps({"contract": report}, indent=2, default=str))
-    else:
-        typer.echo(summary)
-        typer.echo("Fix the rows above (or the loader options) and run the command again.")
-    raise typer.Exit(EXIT_CHECK_FAILED)
 
 
 def _print_summary(payload: dict[str, Any], ks: tuple[int, ...]) -> None:

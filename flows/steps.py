@@ -9,6 +9,9 @@ Named ``steps`` rather than ``tasks``: Prefect loads a file entrypoint (``flows/
   fingerprint, split fingerprint) plus the task's source, so a rerun after a failure resumes from the last
   finished step instead of recomputing; so is the final training of each model (same data, same
   configuration, same result). Loading and validating are never cached: the files may have changed.
+* The data steps call the very functions of :func:`tasks.prepare.prepare_data` (``load_raw``,
+  ``validate_raw``, ``index_raw``, ``split_dataset``, ``validate_parts``, ``build_graphs``), one task each,
+  so the CLI and the flows read, check and split data identically.
 """
 
 from __future__ import annotations
@@ -21,6 +24,9 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE, TASK_SOURCE, CacheKeyFnPolicy
 
 from tasks.config import DataConfig, SplitConfig
+from tasks.prepare import DataContractError
+
+__all__ = ["DataContractError"]  # re-exported: the flows raise the one error every command understands
 
 if TYPE_CHECKING:
     from prefect.context import TaskRunContext
@@ -36,10 +42,6 @@ if TYPE_CHECKING:
     from tasks.tune import TuneResult
 
 
-class DataContractError(RuntimeError):
-    """The data failed its contract; the message is the Great Expectations summary."""
-
-
 def raw_fingerprint(raw: RawTables) -> str:
     """A content hash of every raw table (sha256 of pandas' row hashes, first 16 hex chars)."""
     h = hashlib.sha256(raw.name.encode())
@@ -51,7 +53,8 @@ def raw_fingerprint(raw: RawTables) -> str:
 
 def _dataset_key(context: TaskRunContext, parameters: dict[str, Any]) -> str:
     config: DataConfig = parameters["config"]
-    options = f"{config.min_rating}|{config.k_core}|{config.aggregate_duplicates}"
+    merge = config.aggregate_duplicates or parameters["allow_duplicates"]
+    options = f"{config.min_rating}|{config.k_core}|{merge}"
     return f"dataset-{raw_fingerprint(parameters['raw'])}-{options}"
 
 
@@ -83,24 +86,21 @@ def load_data(config: DataConfig) -> RawTables:
 
 
 @task(name="validate-data", cache_policy=NO_CACHE)
-def validate_data(raw: RawTables, allow_duplicates: bool, min_interactions: int) -> ValidationReport:
+def validate_data(
+    raw: RawTables, config: DataConfig, allow_duplicates: bool, min_interactions: int
+) -> ValidationReport:
     """Check the raw tables against the data contract (Great Expectations)."""
-    from data_checks import validate
+    from tasks.prepare import validate_raw
 
-    return validate(raw, allow_duplicates=allow_duplicates, min_interactions=min_interactions)
+    return validate_raw(raw, config, allow_duplicates=allow_duplicates, min_interactions=min_interactions)
 
 
 @task(name="build-dataset", cache_policy=_fingerprint_policy(_dataset_key))
-def build_dataset(raw: RawTables, config: DataConfig) -> Dataset:
+def build_dataset(raw: RawTables, config: DataConfig, allow_duplicates: bool) -> Dataset:
     """Index the validated tables into a :class:`Dataset` (cached by the raw tables' content)."""
-    from tasks.ingest.dataset import build_dataset as build
+    from tasks.prepare import index_raw
 
-    return build(
-        raw,
-        min_rating=config.min_rating,
-        k_core=config.k_core,
-        aggregate_duplicates=config.aggregate_duplicates,
-    )
+    return index_raw(raw, config, allow_duplicates=allow_duplicates)
 
 
 @task(name="split-data", cache_policy=_fingerprint_policy(_split_key))
@@ -109,6 +109,14 @@ def split_data(dataset: Dataset, config: SplitConfig) -> Split:
     from tasks.split import split_dataset
 
     return split_dataset(dataset, config)
+
+
+@task(name="validate-split", cache_policy=NO_CACHE)
+def validate_split(split: Split, name: str) -> ValidationReport:
+    """Check the split against the contract (parts disjoint, ids in range, train non-empty)."""
+    from tasks.prepare import validate_parts
+
+    return validate_parts(split, name=name)
 
 
 @task(name="build-graphs", cache_policy=_fingerprint_policy(_graphs_key))

@@ -5,13 +5,13 @@ The flow only wires the steps of :mod:`flows.steps`. It publishes three Prefect 
 model's validation and test metrics, training time and trial count) and ``promotion-decision``.
 
 A dataset that fails its contract stops the flow before any training, with the contract summary in the
-``data-report`` artifact and in the failure message; nothing is written to MLflow.
+``data-report`` artifact and in the failure message (a :class:`~tasks.prepare.DataContractError`); nothing
+is written to MLflow. What is computed between the steps (training configs, leaderboard rows, the data
+report) lives in plain functions in :mod:`tasks.report` and :mod:`tasks.pipeline_config`.
 """
 
 from __future__ import annotations
 
-import json
-import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -20,9 +20,13 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from flows import steps as t
 from tasks.pipeline_config import PipelineParams
+from tasks.prepare import DataContractError, require_passed
 
 if TYPE_CHECKING:
+    from data_checks import ValidationReport
     from tasks.register import MlflowSettings, PromotionDecision, RegisteredVersion
+
+__all__ = ["DataContractError", "PipelineOutcome", "run_pipeline", "train_and_promote"]
 
 
 @dataclass(frozen=True)
@@ -48,38 +52,30 @@ class PipelineOutcome:
     metric: str = ""
 
 
-def _data_report(report: Any, dataset: Any = None, split: Any = None, graphs: Any = None) -> str:
-    status = "passed" if report.success else "**FAILED**"
-    lines = [f"# Data report: contract {status}", "", "## Data contract (Great Expectations)", "", "```"]
-    lines += [report.summary(), "```"]
-    docs = getattr(report, "docs_path", None)
-    if docs:
-        lines += ["", f"Data Docs: `{docs}`"]
-    if dataset is not None:
-        lines += ["", "## Dataset", "", "| | |", "|---|---|"]
-        lines += [f"| {k} | {v} |" for k, v in dataset.summary().items()]
-    if split is not None:
-        lines += ["", "## Split", "", "| | |", "|---|---|"]
-        lines += [f"| {k} | {v} |" for k, v in split.describe().items()]
-    if graphs is not None:
-        lines += ["", "## Graphs", "", "```json", json.dumps(graphs.stats, indent=2, default=str), "```"]
-    return "\n".join(lines)
+def _publish_data_report(report: ValidationReport, *parts: Any) -> None:
+    """The ``data-report`` artifact; raises :class:`DataContractError` (before any training) on a failure."""
+    from tasks.report import data_report_markdown
 
-
-def _fmt(value: float) -> float:
-    return round(float(value), 5) if math.isfinite(value) else float("nan")
+    create_markdown_artifact(
+        markdown=data_report_markdown(report, *parts),
+        key="data-report",
+        description="Data report" if report.success else "Data contract failed",
+    )
+    require_passed(report)
 
 
 def run_pipeline(params: PipelineParams, *, flow_name: str) -> PipelineOutcome:
     """The body shared by :func:`train_and_promote` and :func:`flows.retrain.retrain` (call it in a flow).
 
     Raises:
-        DataContractError: When the data fails its contract (before any training or MLflow write).
+        DataContractError: When the data or its split fails the contract (before any training or MLflow
+            write); the ``data-report`` artifact holds the summary.
     """
     from prefect.runtime import flow_run
 
-    from tasks.register import Lineage, load_mlflow_settings, split_key
-    from tasks.train import TrainConfig
+    from tasks.pipeline_config import final_train_config
+    from tasks.register import Lineage, load_mlflow_settings, split_key, trial_logger
+    from tasks.report import leaderboard_row, rank_leaderboard, run_facts
     from tasks.tune import study_name
 
     logger = get_run_logger()
@@ -89,21 +85,19 @@ def run_pipeline(params: PipelineParams, *, flow_name: str) -> PipelineOutcome:
     metric = params.metric or settings.selection_metric
     ks = params.ks_with(metric)
 
+    # Data: load -> contract -> index -> split -> split contract -> graphs (as tasks.prepare.prepare_data).
     raw = t.load_data(params.data)
-    report = t.validate_data(raw, params.allow_duplicates, params.min_interactions)
+    report = t.validate_data(raw, params.data, params.allow_duplicates, params.min_interactions)
     if not report.success:
-        create_markdown_artifact(
-            markdown=_data_report(report), key="data-report", description="Data contract failed"
-        )
-        raise t.DataContractError(
-            f"The data failed its contract; stopped before training. Summary:\n{report.summary()}"
-        )
-    dataset = t.build_dataset(raw, params.data)
+        _publish_data_report(report)
+    dataset = t.build_dataset(raw, params.data, params.allow_duplicates)
     split = t.split_data(dataset, params.split)
+    split_report = t.validate_split(split, raw.name)
+    if not split_report.success:
+        _publish_data_report(split_report, dataset)
     graphs = t.build_graphs(dataset, split)
-    create_markdown_artifact(
-        markdown=_data_report(report, dataset, split, graphs), key="data-report", description="Data report"
-    )
+    _publish_data_report(report, dataset, split, graphs)
+
     lineage = Lineage.of(dataset, split)
     run_name = f"{flow_name}-{flow_run.get_name() or 'local'}"
     parent = t.start_pipeline_run(
@@ -114,21 +108,11 @@ def run_pipeline(params: PipelineParams, *, flow_name: str) -> PipelineOutcome:
         versions: list[RegisteredVersion] = []
         rows: list[dict[str, Any]] = []
         for family in params.models:
-            base = TrainConfig(
-                model=family,
-                epochs=params.epochs,
-                metric=metric,
-                ks=ks,
-                device=params.device,
-                seed=params.seed,
-                progress=False,
-                **params.train_overrides(),
-            )
+            # Per model: tune on validation -> retrain the best trial -> evaluate on test -> register.
+            base = params.train_config(family, metric)
             study = study_name(dataset.fingerprint, split_key(split), family)
             child = t.start_model_run(settings, parent, family, lineage)
             warm = t.warm_start_params(settings, family, study) if params.warm_start else None
-            from tasks.register import trial_logger
-
             tuned = t.tune_model(
                 graphs,
                 split,
@@ -142,11 +126,8 @@ def run_pipeline(params: PipelineParams, *, flow_name: str) -> PipelineOutcome:
                 warm_start=warm,
                 callbacks=[trial_logger(settings, model_run_id=child, family=family, lineage=lineage)],
             )
-            hparams = tuned.best_hparams if tuned.best_params else (warm or {})
-            final_config = base.model_copy(update={"hparams": {**base.hparams, **hparams}})
-            trained = t.train_model(graphs, split, final_config, dataset.fingerprint)
+            trained = t.train_model(graphs, split, final_train_config(base, tuned, warm), dataset.fingerprint)
             test_metrics = t.evaluate_model(trained, split, "test", ks)
-            train_seconds = float(sum(row.get("seconds", 0.0) for row in trained.history))
             version = t.register_model(
                 settings,
                 child,
@@ -155,31 +136,12 @@ def run_pipeline(params: PipelineParams, *, flow_name: str) -> PipelineOutcome:
                 dataset,
                 split,
                 lineage,
-                {
-                    "tune_seconds": tuned.seconds,
-                    "trials": float(tuned.n_trials),
-                    "new_trials": float(tuned.n_new_trials),
-                    "pruned_trials": float(tuned.n_pruned),
-                    "train_seconds": train_seconds,
-                },
+                run_facts(tuned, trained),
                 metric,
                 family,
             )
             versions.append(version)
-            rows.append(
-                {
-                    "model": family,
-                    f"valid {metric}": _fmt(version.valid_value),
-                    f"test {metric}": _fmt(version.test_value),
-                    **{f"test {k}": _fmt(v) for k, v in sorted(test_metrics.values.items()) if k != metric},
-                    "best epoch": int(trained.best_epoch),
-                    "train s": round(train_seconds, 2),
-                    "tune s": round(tuned.seconds, 2),
-                    "trials": tuned.n_trials,
-                    "new trials": tuned.n_new_trials,
-                    "version": version.version,
-                }
-            )
+            rows.append(leaderboard_row(family, version, test_metrics, trained, tuned))
             logger.info(
                 "%s: valid %s %.4f, test %.4f (v%s)",
                 family,
@@ -188,9 +150,8 @@ def run_pipeline(params: PipelineParams, *, flow_name: str) -> PipelineOutcome:
                 version.test_value,
                 version.version,
             )
-        rows.sort(
-            key=lambda r: -float(r[f"valid {metric}"]) if math.isfinite(r[f"valid {metric}"]) else math.inf
-        )
+        # Compare all -> promote the winner through the gate.
+        rows = rank_leaderboard(rows, metric)
         create_table_artifact(
             table=rows, key="leaderboard", description=f"Models by validation {metric} (test reported)"
         )

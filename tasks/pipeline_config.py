@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from tasks.config import DataConfig, SplitConfig
+
+if TYPE_CHECKING:
+    from tasks.train import TrainConfig
+    from tasks.tune import TuneResult
 
 
 class PipelineParams(BaseModel):
@@ -94,3 +98,46 @@ class PipelineParams(BaseModel):
         """The training settings given here (``TrainConfig`` keeps its defaults for the others)."""
         given = {"patience": self.patience, "lr": self.lr, "batch_size": self.batch_size}
         return {k: v for k, v in given.items() if v is not None}
+
+    def train_config(self, family: str, metric: str) -> TrainConfig:
+        """The base training configuration of ``family`` in this run (tuning searches over its hparams).
+
+        Args:
+            family: Model family (``mf``, ``lightgcn``...).
+            metric: The selection metric, used for early stopping and tuning.
+
+        Returns:
+            A :class:`~tasks.train.TrainConfig` with this run's epochs, device, seed and overrides, evaluated
+            at :meth:`ks_with` of ``metric``, without progress bars.
+        """
+        from tasks.train import TrainConfig
+
+        return TrainConfig(
+            model=family,
+            epochs=self.epochs,
+            metric=metric,
+            ks=self.ks_with(metric),
+            device=self.device,
+            seed=self.seed,
+            progress=False,
+            **self.train_overrides(),
+        )
+
+
+def final_train_config(
+    base: TrainConfig, tuned: TuneResult, warm_start: dict[str, Any] | None
+) -> TrainConfig:
+    """The configuration the final model is trained with: the best trial's hyperparameters over ``base``.
+
+    When no trial completed, the warm-start hyperparameters (if any) are used instead, else the defaults.
+
+    Args:
+        base: From :meth:`PipelineParams.train_config`.
+        tuned: The family's tuning result.
+        warm_start: The best known hyperparameters the study was warm-started with, or ``None``.
+
+    Returns:
+        ``base`` with the chosen hyperparameters merged over its own.
+    """
+    chosen = tuned.best_hparams if tuned.best_params else (warm_start or {})
+    return base.model_copy(update={"hparams": {**base.hparams, **chosen}})

@@ -1,0 +1,150 @@
+"""``gnnrec run`` and ``gnnrec retrain``: the shared data options, exit codes 0/1/2 and the JSON outcome."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from mlflow import MlflowClient
+from typer.main import get_command
+from typer.testing import CliRunner
+
+from flows.cli import app
+from tasks.register import load_mlflow_settings
+
+runner = CliRunner()
+
+SHARED = {
+    "--dataset",
+    "--data-dir",
+    "--recbole-name",
+    "--min-rating",
+    "--k-core",
+    "--aggregate-duplicates",
+    "--no-download",
+    "--min-interactions",
+    "--split",
+    "--ratios",
+    "--seed",
+    "--json",
+    "--users",
+    "--items",
+    "--interactions",
+}
+
+
+def write_settings(folder: Path) -> Path:
+    path = folder / "mlflow.yml"
+    path.write_text(
+        "tracking_uri: sqlite:///store/mlflow.db\nartifact_location: store/artifacts\n"
+        "registered_model_name: cli\nstudy_storage: sqlite:///store/optuna.db\n"
+    )
+    return path
+
+
+@pytest.fixture(autouse=True)
+def _prefect_logging_outside_the_runner() -> None:
+    """Let Prefect set up its log handlers before any ``CliRunner`` call.
+
+    Prefect binds its console handler to ``sys.stderr`` when it is first imported; inside ``CliRunner`` that
+    is the runner's buffer, closed when the call returns, and the next flow's logs would fail to print.
+    (A real ``gnnrec`` process runs one command, so this only concerns several invocations in one test.)
+    """
+    import prefect.main  # noqa: F401
+
+
+def invoke(*args: str):
+    result = runner.invoke(app, list(args))
+    assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
+    return result
+
+
+@pytest.mark.parametrize("name", ["run", "retrain"])
+def test_run_and_retrain_share_the_data_options(name: str) -> None:
+    command = get_command(app).commands[name]  # type: ignore[attr-defined]
+    data = get_command(app).commands["data"].commands["stats"]  # type: ignore[attr-defined]
+    flags = {flag: p for p in command.params for flag in p.opts}
+    assert SHARED <= set(flags)
+    for p in data.params:  # same flags, same help text, same default as `gnnrec data stats`
+        if p.opts[0] in flags and p.opts[0] != "--seed":
+            assert (flags[p.opts[0]].help, flags[p.opts[0]].default) == (p.help, p.default), p.opts
+    assert flags["--users"].default == 943 and flags["--interactions"].default == 100_000
+    assert "exit" in (command.help or "").lower()
+
+
+@pytest.mark.parametrize("name", ["run", "retrain"])
+def test_unusable_options_exit_2_before_any_work(name: str, tmp_path: Path) -> None:
+    config = str(write_settings(tmp_path))
+    bad_ratios = invoke(name, "--ratios", "0.5", "0.1", "0.1", "--mlflow-config", config)
+    assert bad_ratios.exit_code == 2
+    assert "Invalid option" in bad_ratios.stderr and "sum to 1" in bad_ratios.stderr
+    bad_model = invoke(name, "--models", "mf,lightgnc", "--mlflow-config", config)
+    assert bad_model.exit_code == 2
+    assert "lightgnc" in bad_model.stderr and "lightgcn" in bad_model.stderr
+    missing = invoke(name, "--mlflow-config", str(tmp_path / "nope.yml"))
+    assert missing.exit_code == 2 and "nope.yml" in missing.stderr
+    assert not (tmp_path / "store").exists()
+
+
+def write_interactions(folder: Path, *, duplicates: int) -> Path:
+    """20 users x 10 items as interactions.csv, the first ``duplicates`` rows repeated."""
+    rows = [(u, (u * 3 + k) % 30 + 1) for u in range(1, 21) for k in range(10)]
+    folder.mkdir(parents=True, exist_ok=True)
+    pd.DataFrame(rows + rows[:duplicates], columns=["user", "item"]).to_csv(
+        folder / "interactions.csv", index=False
+    )
+    return folder
+
+
+@pytest.mark.slow
+def test_contract_failure_exits_1_and_missing_files_exit_2(
+    prefect_harness, tmp_path: Path, monkeypatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    config = write_settings(tmp_path)
+    folder = write_interactions(tmp_path / "bad", duplicates=4)
+    common = ["--dataset", "csv", "--models", "mf", "--mlflow-config", str(config)]
+
+    broken = invoke("run", *common, "--data-dir", str(folder), "--json")
+    assert broken.exit_code == 1, broken.output
+    contract = json.loads(broken.stdout)["contract"]
+    assert contract["success"] is False and contract["failed"] >= 1
+    assert any(r["expectation"] == "expect_compound_columns_to_be_unique" for r in contract["results"])
+
+    readable = invoke("retrain", *common, "--data-dir", str(folder))
+    assert readable.exit_code == 1
+    assert "FAILED" in readable.stdout and "expect_compound_columns_to_be_unique" in readable.stdout
+
+    missing = invoke("run", *common)  # csv without --data-dir
+    assert missing.exit_code == 2
+    assert "--data-dir" in missing.stderr and "Traceback" not in missing.stderr
+
+    settings = load_mlflow_settings(config)
+    client = MlflowClient(tracking_uri=settings.tracking_uri, registry_uri=settings.tracking_uri)
+    assert client.search_registered_models() == []
+    assert not (tmp_path / "store" / "optuna.db").exists()
+
+
+@pytest.mark.slow
+def test_run_json_with_the_shared_data_options(prefect_harness, tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    config = write_settings(tmp_path)
+    folder = write_interactions(tmp_path / "dup", duplicates=4)
+    result = invoke(
+        "run",
+        *("--dataset", "csv", "--data-dir", str(folder), "--aggregate-duplicates", "--split", "loo"),
+        *("--models", "mf", "--trials", "1", "--epochs", "2", "--batch-size", "64", "--device", "cpu"),
+        *("--seed", "3", "--mlflow-config", str(config), "--json"),
+    )
+    assert result.exit_code == 0, result.output
+    out = json.loads(result.stdout)
+    assert [row["model"] for row in out["leaderboard"]] == ["mf"]
+    assert out["decision"]["promoted"] is True and out["champion"] == "models:/cli@champion"
+    assert out["metric"] == "ndcg@20" and out["seconds"] > 0
+    settings = load_mlflow_settings(config)
+    client = MlflowClient(tracking_uri=settings.tracking_uri, registry_uri=settings.tracking_uri)
+    params = client.get_run(out["parent_run_id"]).data.params
+    assert (params["split.method"], params["split.seed"], params["seed"]) == ("loo", "3", "3")
+    assert (params["data.dataset"], params["data.aggregate_duplicates"]) == ("csv", "True")
