@@ -92,11 +92,16 @@ class LightGCN(Recommender):
 
     @staticmethod
     def search_space(trial: Trial) -> dict[str, Any]:
-        """Dimension, depth and L2 weight (the paper's grid, widened)."""
+        """Dimension, depth, L2 weight and initial scale (the paper's grid, widened).
+
+        The initial scale is searched as for MF-BPR: the authors' code draws ``N(0, 0.1^2)``, RecBole uses
+        Xavier (a standard deviation near 0.01 for tables of thousands of rows).
+        """
         return {
             "embedding_dim": trial.suggest_categorical("embedding_dim", [32, 64, 128]),
             "num_layers": trial.suggest_int("num_layers", 1, 4),
             "reg_weight": trial.suggest_float("reg_weight", 1e-6, 1e-2, log=True),
+            "init_std": trial.suggest_float("init_std", 0.01, 0.2, log=True),
         }
 
     def propagate(self, x: Tensor) -> Tensor:

@@ -55,10 +55,15 @@ class MFBPR(Recommender):
 
     @staticmethod
     def search_space(trial: Trial) -> dict[str, Any]:
-        """Dimension and L2 weight, searched as widely as the graph models' (fair tuning)."""
+        """Dimension, L2 weight and initial scale, searched as widely as the graph models' (fair tuning).
+
+        The L2 range reaches 1e-1: MF-BPR, having no propagation to smooth its embeddings, needs a stronger
+        penalty than the GNNs (on HetRec Last.fm its validation NDCG@10 peaks at 1e-2, see
+        benchmarks/RESULTS.md), so a range that ends at 1e-2 would put its optimum on the boundary.
+        """
         return {
             "embedding_dim": trial.suggest_categorical("embedding_dim", [32, 64, 128]),
-            "reg_weight": trial.suggest_float("reg_weight", 1e-6, 1e-2, log=True),
+            "reg_weight": trial.suggest_float("reg_weight", 1e-6, 1e-1, log=True),
             "init_std": trial.suggest_float("init_std", 0.01, 0.2, log=True),
         }
 
