@@ -160,15 +160,16 @@ DeviceOption = Annotated[
     str, typer.Option("--device", help="auto (CUDA when present), cpu, cuda or cuda:N.", show_default=True)
 ]
 ThreadsOption = Annotated[
-    int,
+    int | None,
     typer.Option(
         "--threads",
         min=0,
         help=(
-            "CPU threads torch may use; 0 keeps torch's default (every core). One by default: on a shared "
-            "or busy machine torch's threads wait on each other, which made training up to 100x slower here."
+            "CPU threads torch may use; 0 keeps torch's default (every core). Default: the root option "
+            "`gnnrec --threads N` when given, else one: on a shared or busy machine torch's threads wait on "
+            "each other, which made training up to 100x slower here."
         ),
-        show_default=True,
+        show_default=False,
     ),
 ]
 
@@ -247,10 +248,15 @@ def _outcome_json(outcome: Any, settings: MlflowSettings, seconds: float) -> str
     return json.dumps(to_plain(payload), indent=2)
 
 
-def _run_and_report(flow_fn: Any, params: PipelineParams, *, threads: int, as_json: bool) -> None:
+def _run_and_report(
+    flow_fn: Any, params: PipelineParams, *, threads: int | None, ctx: typer.Context, as_json: bool
+) -> None:
     """Run a pipeline flow in this process and print its outcome (a table for people, or one JSON object)."""
     started = time.perf_counter()
     settings = _settings(params.mlflow_config)
+    if threads is None:
+        # `gnnrec --threads N run` has already set torch's threads: keep them rather than override silently.
+        threads = 0 if ctx.find_root().params.get("threads") is not None else 1
     if threads:
         import torch
 
@@ -265,6 +271,7 @@ def _run_and_report(flow_fn: Any, params: PipelineParams, *, threads: int, as_js
 
 
 def run(
+    ctx: typer.Context,
     dataset: DatasetOption = "synthetic",
     data_dir: DataDirOption = None,
     recbole_name: RecboleNameOption = None,
@@ -303,7 +310,7 @@ def run(
     batch_size: BatchSizeOption = 2048,
     metric: MetricOption = None,
     device: DeviceOption = "auto",
-    threads: ThreadsOption = 1,
+    threads: ThreadsOption = None,
     mlflow_config: MlflowConfigOption = None,
     as_json: JsonOption = False,
 ) -> None:
@@ -336,10 +343,11 @@ def run(
             device=device,
             mlflow_config=mlflow_config,
         )
-        _run_and_report(train_and_promote, params, threads=threads, as_json=as_json)
+        _run_and_report(train_and_promote, params, threads=threads, ctx=ctx, as_json=as_json)
 
 
 def retrain(
+    ctx: typer.Context,
     dataset: DatasetOption = "synthetic",
     data_dir: DataDirOption = None,
     recbole_name: RecboleNameOption = None,
@@ -360,7 +368,7 @@ def retrain(
     batch_size: BatchSizeOption = 2048,
     metric: MetricOption = None,
     device: DeviceOption = "auto",
-    threads: ThreadsOption = 1,
+    threads: ThreadsOption = None,
     mlflow_config: MlflowConfigOption = None,
     as_json: JsonOption = False,
 ) -> None:
@@ -393,7 +401,7 @@ def retrain(
             device=device,
             mlflow_config=mlflow_config,
         )
-        _run_and_report(retrain_flow, params, threads=threads, as_json=as_json)
+        _run_and_report(retrain_flow, params, threads=threads, ctx=ctx, as_json=as_json)
 
 
 def recommend(

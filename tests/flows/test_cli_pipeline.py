@@ -148,3 +148,36 @@ def test_run_json_with_the_shared_data_options(prefect_harness, tmp_path: Path, 
     params = client.get_run(out["parent_run_id"]).data.params
     assert (params["split.method"], params["split.seed"], params["seed"]) == ("loo", "3", "3")
     assert (params["data.dataset"], params["data.aggregate_duplicates"]) == ("csv", "True")
+
+
+@pytest.mark.parametrize(
+    ("root", "own", "expected"),
+    [
+        ((), (), 1),  # run's own default: one thread
+        (("--threads", "3"), (), 3),  # `gnnrec --threads 3 run` is kept, not silently reset to 1
+        (("--threads", "3"), ("--threads", "2"), 2),  # the command's own option wins when given
+    ],
+)
+def test_run_threads_default_to_one_but_keep_the_root_option(
+    root: tuple[str, ...], own: tuple[str, ...], expected: int, tmp_path: Path, monkeypatch
+) -> None:
+    import torch
+
+    import flows.cli_pipeline as cli_pipeline
+
+    seen: list[int] = []
+
+    def fake_flow(params):  # stands in for the flow: only the thread count at its start matters here
+        seen.append(torch.get_num_threads())
+        raise SystemExit(0)
+
+    monkeypatch.setattr("flows.train_and_promote.train_and_promote", fake_flow)
+    monkeypatch.setattr(cli_pipeline, "_settings", lambda path: None)
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        result = runner.invoke(app, [*root, "run", *own, "--mlflow-config", str(write_settings(tmp_path))])
+        assert result.exit_code == 0, result.output
+        assert seen == [expected]
+    finally:
+        torch.set_num_threads(before)
