@@ -66,6 +66,13 @@ def main() -> None:
         "--hparams", type=json.loads, default={}, help='per model, e.g. {"mf": {"reg_weight": 1e-3}}'
     )
     parser.add_argument("--sampling", choices=["pairs", "users"], default="pairs")
+    parser.add_argument(
+        "--train",
+        type=json.loads,
+        default={},
+        help='other TrainConfig fields, e.g. {"loss": "softmax", "num_negatives": 64} or {"seed": 1} '
+        "(the training seed; --seed stays the split seed)",
+    )
     parser.add_argument("--seed", type=int, default=2020)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--json", type=Path, default=None)
@@ -92,7 +99,7 @@ def main() -> None:
         entry["models"]["popularity"] = {"test": pop.values}
         print(f"{name}: {dataset.summary()} | popularity test {_fmt(pop.values)}", flush=True)
         for model in args.models:
-            config = TrainConfig(
+            fields: dict[str, Any] = dict(
                 model=model,
                 hparams=args.hparams.get(model, {}),
                 epochs=args.epochs,
@@ -108,6 +115,8 @@ def main() -> None:
                 max_seconds=args.max_seconds,
                 progress=False,
             )
+            fields.update(args.train)  # --train overrides, e.g. a training seed other than the split seed
+            config = TrainConfig(**fields)
             start = time.perf_counter()
             trained = train(graphs, split, config, on_epoch=_print_valid if args.verbose else None)
             seconds = time.perf_counter() - start
@@ -115,6 +124,7 @@ def main() -> None:
             assert trained.best_valid is not None
             entry["models"][model] = {
                 "hparams": trained.model.hparams,
+                "train": args.train,
                 "valid": trained.best_valid.values,
                 "test": test.values,
                 "best_epoch": trained.best_epoch,

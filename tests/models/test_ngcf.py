@@ -8,8 +8,11 @@ from models.ngcf import NGCF
 from tests.models.planted import random_graphs
 
 
-def _reference_forward(model: NGCF) -> torch.Tensor:
-    """NGCF Eq. 7 written densely: (L + I) E W1 + (L E * E) W2, LeakyReLU 0.2, normalised, concatenated."""
+def _reference_forward(model: NGCF, feed_normalized: bool = False) -> torch.Tensor:
+    """NGCF Eq. 7 written densely: (L + I) E W1 + (L E * E) W2, LeakyReLU 0.2, normalised, concatenated.
+
+    ``feed_normalized`` passes the normalised output on to the next layer (RecBole) instead of the raw one.
+    """
     lap = model.adj.to_dense()
     ego = torch.cat([model.user_embedding.weight, model.item_embedding.weight])
     outs = [ego]
@@ -18,15 +21,27 @@ def _reference_forward(model: NGCF) -> torch.Tensor:
         side = lap @ ego
         ego = F.leaky_relu((side + ego) @ w1.weight.T + w1.bias + (side * ego) @ w2.weight.T + w2.bias, 0.2)
         outs.append(F.normalize(ego, dim=1))
+        if feed_normalized:
+            ego = outs[-1]
     return torch.cat(outs, 1)
 
 
+@pytest.mark.parametrize("normalize_propagation", [False, True])
 @pytest.mark.parametrize("num_layers", [1, 2, 3])
-def test_eval_forward_matches_the_paper_formula(num_layers):
-    model = NGCF.from_graphs(random_graphs(seed=2), embedding_dim=5, num_layers=num_layers).eval()
+def test_eval_forward_matches_the_paper_formula(num_layers, normalize_propagation):
+    model = NGCF.from_graphs(
+        random_graphs(seed=2),
+        embedding_dim=5,
+        num_layers=num_layers,
+        normalize_propagation=normalize_propagation,
+    ).eval()
     for linear in (*model.w1, *model.w2):
         torch.nn.init.normal_(linear.bias)  # non-zero biases so they are checked too
-    assert torch.allclose(torch.cat(model.embeddings()), _reference_forward(model), atol=1e-5)
+    expected = _reference_forward(model, feed_normalized=normalize_propagation)
+    assert torch.allclose(torch.cat(model.embeddings()), expected, atol=1e-5)
+    if num_layers > 1:  # the two variants differ from the second layer on
+        other = _reference_forward(model, feed_normalized=not normalize_propagation)
+        assert not torch.allclose(torch.cat(model.embeddings()), other, atol=1e-3)
 
 
 def test_layer_outputs_are_row_normalised():
