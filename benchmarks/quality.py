@@ -74,6 +74,19 @@ def main() -> None:
         "(the training seed; --seed stays the split seed)",
     )
     parser.add_argument("--seed", type=int, default=2020)
+    parser.add_argument(
+        "--recbole-split",
+        type=Path,
+        default=None,
+        help="instead of --datasets: a folder of RecBole benchmark files (<name>.train/.valid/.test.inter), "
+        "trained and scored on exactly that split, e.g. the split RecBole itself makes (see RESULTS.md)",
+    )
+    parser.add_argument(
+        "--published-as",
+        choices=list(PUBLISHED),
+        default=None,
+        help="with --recbole-split: which dataset's published figures the split is of",
+    )
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--json", type=Path, default=None)
     parser.add_argument("--verbose", action="store_true", help="print every validation")
@@ -89,15 +102,35 @@ def main() -> None:
         "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
         "datasets": {},
     }
-    for name in args.datasets:
-        raw = load_raw(DataConfig(dataset=name, data_dir=DATASETS[name], download=False))
+    sources: list[tuple[str, DataConfig, SplitConfig]] = [
+        (
+            name,
+            DataConfig(dataset=name, data_dir=DATASETS[name], download=False),
+            SplitConfig(method="random", ratios=(0.8, 0.1, 0.1), seed=args.seed),
+        )
+        for name in args.datasets
+    ]
+    if args.recbole_split is not None:
+        results["protocol"] = results["protocol"].replace("random per-user 80/10/10", "the given fixed split")
+        sources = [
+            (
+                f"recbole-split:{args.recbole_split}",
+                DataConfig(dataset="recbole", data_dir=args.recbole_split, download=False),
+                SplitConfig(method="fixed", seed=args.seed),
+            )
+        ]
+    for name, data_config, split_config in sources:
+        raw = load_raw(data_config)
         dataset = build_dataset(raw)
-        split = split_dataset(dataset, SplitConfig(method="random", ratios=(0.8, 0.1, 0.1), seed=args.seed))
+        split = split_dataset(dataset, split_config)
+        published = PUBLISHED.get(args.published_as or name, {})
         graphs = build_graphs(dataset, split)
         entry: dict[str, Any] = {"summary": dataset.summary(), "split": split.describe(), "models": {}}
         pop = popularity_metrics(split, "test", ks=(10, 20))
         entry["models"]["popularity"] = {"test": pop.values}
-        print(f"{name}: {dataset.summary()} | popularity test {_fmt(pop.values)}", flush=True)
+        print(
+            f"{name}: {dataset.summary()} {split.describe()} | popularity test {_fmt(pop.values)}", flush=True
+        )
         for model in args.models:
             fields: dict[str, Any] = dict(
                 model=model,
@@ -132,7 +165,7 @@ def main() -> None:
                 "stop_reason": trained.stop_reason,
                 "seconds": seconds,
                 "seconds_per_epoch": trained.seconds_per_epoch,
-                "published": PUBLISHED.get(name, {}).get(model),
+                "published": published.get(model),
             }
             print(
                 f"  {model:9s} test {_fmt(test.values)} | best epoch "

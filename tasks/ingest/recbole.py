@@ -13,6 +13,12 @@ A dataset ``<name>`` is a folder of tab-separated files whose header names each 
 
 ``<name>`` is ``DataConfig.recbole_name``, or the stem of the folder's only ``*.inter`` file. User and item
 tokens must be integers (RecBole allows any string; map such ids to integers first).
+
+A pre-split dataset in RecBole's ``benchmark_filename`` layout, ``<name>.train.inter``,
+``<name>.valid.inter`` (optional) and ``<name>.test.inter``, is read as the union of its parts with each
+interaction's ``split`` kept: ``SplitConfig(method="fixed")`` then trains, validates and tests on exactly
+those parts (e.g. a split that RecBole itself made), and the other methods re-split the union. When the parts
+are present they are used and a ``<name>.inter`` beside them is ignored.
 """
 
 from __future__ import annotations
@@ -33,6 +39,15 @@ from tasks.ingest.readers import (
 from tasks.ingest.tables import RawTables
 
 NAME = "recbole"
+BENCHMARK_PARTS = ("train", "valid", "test")
+"""RecBole's ``benchmark_filename`` suffixes, read as the fixed split's parts."""
+
+
+def _stem(path: Path) -> str:
+    """``lastfm`` for ``lastfm.inter`` and for the benchmark parts ``lastfm.train.inter``, ...."""
+    stem = path.stem
+    base, dot, part = stem.rpartition(".")
+    return base if dot and part in BENCHMARK_PARTS else stem
 
 
 def find_recbole_name(folder: Path, name: str | None) -> str:
@@ -44,7 +59,7 @@ def find_recbole_name(folder: Path, name: str | None) -> str:
         )
     if name is not None:
         return name
-    inters = sorted(p.stem for p in folder.glob("*.inter"))
+    inters = sorted({_stem(p) for p in folder.glob("*.inter")})
     if not inters:
         raise DatasetNotAvailableError(
             f"No RecBole interaction file (*.inter) in {folder}. Point --data-dir at the folder that holds "
@@ -104,6 +119,20 @@ def _features(
     return pd.DataFrame(out).reset_index(drop=True)
 
 
+def _interactions(path: Path) -> pd.DataFrame:
+    """``user``, ``item`` and, when the file has them, ``rating`` and ``timestamp`` of one ``.inter`` file."""
+    inter, _ = read_atomic(path, "RecBole interactions", ("user_id", "item_id"))
+    columns = {
+        "user": to_ids(inter["user_id"], path=path, what="user id"),
+        "item": to_ids(inter["item_id"], path=path, what="item id"),
+    }
+    if "rating" in inter.columns:
+        columns["rating"] = to_numbers(inter["rating"], path=path, what="rating")
+    if "timestamp" in inter.columns:
+        columns["timestamp"] = to_numbers(inter["timestamp"], path=path, what="timestamp", integral=True)
+    return pd.DataFrame(columns).reset_index(drop=True)
+
+
 def load_recbole(data_dir: Path, name: str | None = None) -> RawTables:
     """Load the RecBole atomic files ``<name>.*`` in ``data_dir``.
 
@@ -112,33 +141,43 @@ def load_recbole(data_dir: Path, name: str | None = None) -> RawTables:
         name: The files' stem; ``None`` picks the folder's only ``*.inter``.
 
     Returns:
-        Interactions and whichever of KG, item links, social edges and features are present.
+        Interactions (with ``split`` for a benchmark split) and whichever of KG, item links, social edges and
+        features are present.
 
     Raises:
-        DatasetNotAvailableError: The folder or ``<name>.inter`` does not exist.
+        DatasetNotAvailableError: The folder does not exist, or neither ``<name>.inter`` nor a complete
+            benchmark split (``<name>.train.inter`` and ``<name>.test.inter``) does.
         DataFormatError: A file cannot be parsed, or several datasets are present and none is named.
     """
     folder = Path(data_dir).expanduser()
     stem = find_recbole_name(folder, name)
-    inter_path = folder / f"{stem}.inter"
-    if not inter_path.is_file():
-        raise DatasetNotAvailableError(
-            f"RecBole interaction file not found: {inter_path}. Check --data-dir and the recbole name "
-            f"(the files must be called <name>.inter, <name>.kg, ...)."
-        )
-    inter, _ = read_atomic(inter_path, "RecBole interactions", ("user_id", "item_id"))
-    columns = {
-        "user": to_ids(inter["user_id"], path=inter_path, what="user id"),
-        "item": to_ids(inter["item_id"], path=inter_path, what="item id"),
-    }
-    if "rating" in inter.columns:
-        columns["rating"] = to_numbers(inter["rating"], path=inter_path, what="rating")
-    if "timestamp" in inter.columns:
-        columns["timestamp"] = to_numbers(
-            inter["timestamp"], path=inter_path, what="timestamp", integral=True
-        )
-    interactions = pd.DataFrame(columns).reset_index(drop=True)
-    files = {"interactions": str(inter_path)}
+    files: dict[str, str] = {}
+    parts = {part: folder / f"{stem}.{part}.inter" for part in BENCHMARK_PARTS}
+    present = {part: path for part, path in parts.items() if path.is_file()}
+    if present:
+        missing = [str(parts[part]) for part in ("train", "test") if part not in present]
+        if missing:
+            raise DatasetNotAvailableError(
+                f"RecBole benchmark split incomplete: {', '.join(missing)} not found beside "
+                f"{', '.join(str(p) for p in present.values())}. A pre-split dataset needs "
+                f"<name>.train.inter and <name>.test.inter (<name>.valid.inter is optional)."
+            )
+        frames = []
+        for part, path in present.items():
+            frames.append(_interactions(path).assign(split=part))
+            files[f"interactions_{part}"] = str(path)
+        interactions = pd.concat(frames, ignore_index=True)
+        interactions["split"] = interactions["split"].astype("str")
+    else:
+        inter_path = folder / f"{stem}.inter"
+        if not inter_path.is_file():
+            raise DatasetNotAvailableError(
+                f"RecBole interaction file not found: {inter_path}. Check --data-dir and the recbole name "
+                f"(the files must be called <name>.inter, <name>.kg, ..., or <name>.train.inter and "
+                f"<name>.test.inter for a pre-split dataset)."
+            )
+        interactions = _interactions(inter_path)
+        files["interactions"] = str(inter_path)
 
     kg = None
     kg_path = folder / f"{stem}.kg"

@@ -107,3 +107,58 @@ def test_string_tokens_are_a_format_error(tmp_path: Path) -> None:
     folder = write_atomic(tmp_path / "rb", inter="user_id:token\titem_id:token\nA1B\t2\n")
     with pytest.raises(DataFormatError, match=r"line 2, column 'user_id'.*'A1B'"):
         load_recbole(folder)
+
+
+def _write_benchmark(folder: Path, parts: dict[str, str], name: str = "lastfm") -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    for part, rows in parts.items():
+        (folder / f"{name}.{part}.inter").write_text(
+            f"user_id:token\titem_id:token\n{rows}", encoding="utf-8"
+        )
+    return folder
+
+
+def test_benchmark_files_become_a_fixed_split(tmp_path: Path) -> None:
+    from tasks.config import SplitConfig
+    from tasks.split import split_dataset
+
+    folder = _write_benchmark(
+        tmp_path / "rb",
+        {"train": "2\t51\n2\t52\n3\t51\n3\t53\n", "valid": "2\t53\n3\t52\n", "test": "2\t54\n3\t54\n"},
+    )
+    raw = load_recbole(folder)  # the stem comes from the parts' names, and they are one dataset, not three
+    assert raw.name == "recbole-lastfm"
+    assert raw.interactions["split"].tolist() == ["train"] * 4 + ["valid"] * 2 + ["test"] * 2
+    assert set(raw.files) == {"interactions_train", "interactions_valid", "interactions_test"}
+    ds = build_dataset(raw)
+    split = split_dataset(ds, SplitConfig(method="fixed"))
+    raw_pairs = {  # back to raw ids: each part holds exactly its file's pairs
+        part: {(int(ds.user_ids[u]), int(ds.item_ids[i])) for u, i in getattr(split, part)}
+        for part in ("train", "valid", "test")
+    }
+    assert raw_pairs == {
+        "train": {(2, 51), (2, 52), (3, 51), (3, 53)},
+        "valid": {(2, 53), (3, 52)},
+        "test": {(2, 54), (3, 54)},
+    }
+    # A random split re-splits the union of the parts.
+    assert len(split_dataset(ds, SplitConfig(method="random")).train) > 0
+
+
+def test_benchmark_without_valid_and_incomplete_benchmark(tmp_path: Path) -> None:
+    folder = _write_benchmark(tmp_path / "a", {"train": "1\t1\n1\t2\n", "test": "1\t3\n"})
+    assert load_recbole(folder).interactions["split"].tolist() == ["train", "train", "test"]
+    broken = _write_benchmark(tmp_path / "b", {"train": "1\t1\n", "valid": "1\t2\n"})
+    with pytest.raises(DatasetNotAvailableError, match=r"lastfm\.test\.inter not found.*optional"):
+        load_recbole(broken)
+
+
+def test_benchmark_parts_take_precedence_over_a_whole_file(tmp_path: Path) -> None:
+    folder = write_atomic(tmp_path / "rb", name="lastfm")
+    _write_benchmark(folder, {"train": "196\t242\n", "test": "196\t302\n"})
+    raw = load_recbole(folder)
+    assert raw.interactions[["user", "item", "split"]].values.tolist() == [
+        [196, 242, "train"],
+        [196, 302, "test"],
+    ]
+    assert raw.kg is not None  # the companion files are still read
