@@ -16,6 +16,10 @@ layers, NGCF and BPR 5e-4). ``--batch-size 4096 --eval-every 5 --patience 10`` i
 Usage::
 
     .venv/bin/python benchmarks/quality.py --threads 1 --json benchmarks/quality.json
+
+``--recbole-split DIR`` trains and scores on a split written as RecBole benchmark files instead, e.g. the one
+``benchmarks/recbole_reference.py --export DIR`` takes from RecBole itself, so gnnrec and RecBole's own code
+are compared on identical data (``--published-as lastfm-hetrec`` records the published figures beside).
 """
 
 from __future__ import annotations
