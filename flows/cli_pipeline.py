@@ -248,19 +248,26 @@ def _outcome_json(outcome: Any, settings: MlflowSettings, seconds: float) -> str
     return json.dumps(to_plain(payload), indent=2)
 
 
+def _threads_for_flows(threads: int | None, ctx: typer.Context) -> int:
+    """The command's ``--threads``; else the root ``gnnrec --threads N`` when given, else 1 (0: leave)."""
+    if threads is not None:
+        return threads
+    root = ctx.find_root().params.get("threads")
+    return int(root) if root is not None else 1
+
+
 def _run_and_report(
     flow_fn: Any, params: PipelineParams, *, threads: int | None, ctx: typer.Context, as_json: bool
 ) -> None:
     """Run a pipeline flow in this process and print its outcome (a table for people, or one JSON object)."""
     started = time.perf_counter()
     settings = _settings(params.mlflow_config)
-    if threads is None:
-        # `gnnrec --threads N run` has already set torch's threads: keep them rather than override silently.
-        threads = 0 if ctx.find_root().params.get("threads") is not None else 1
+    threads = _threads_for_flows(threads, ctx)
     if threads:
-        import torch
+        from tasks.train import set_threads
 
-        torch.set_num_threads(threads)
+        set_threads(threads)
+        params = params.model_copy(update={"threads": threads})  # recorded on the MLflow parent run
     outcome = flow_fn(params)
     seconds = time.perf_counter() - started
     if as_json:
@@ -492,17 +499,26 @@ def serve_command(settings: MlflowSettings, *, host: str, port: int) -> list[str
 
 
 def ui(
+    ctx: typer.Context,
     prefect_port: Annotated[int, typer.Option(help="Prefect server port.")] = 4200,
     mlflow_port: Annotated[int, typer.Option(help="MLflow UI port.")] = 5000,
     mlflow_config: MlflowConfigOption = None,
+    threads: ThreadsOption = None,
 ) -> None:
-    """Start a local Prefect server, the MLflow UI, and serve the deployments, on 127.0.0.1, until Ctrl-C."""
+    """Start a local Prefect server, the MLflow UI, and serve the deployments, on 127.0.0.1, until Ctrl-C.
+
+    The deployments' flow runs are processes of their own: ``--threads`` becomes their default ``threads``
+    parameter (the Run form can change it).
+    """
     from flows.deploy import wait_for_http
 
     settings = _settings(mlflow_config)
     bin_dir = Path(sys.executable).parent
     api_url = f"http://127.0.0.1:{prefect_port}/api"
     env = {**os.environ, "PREFECT_API_URL": api_url}
+    threads = _threads_for_flows(threads, ctx)
+    if threads:
+        env["GNNREC_THREADS"] = str(threads)
     if mlflow_config is not None:
         env["GNNREC_MLFLOW_CONFIG"] = str(mlflow_config.resolve())
     procs: list[subprocess.Popen[bytes]] = []

@@ -4,6 +4,10 @@
   is rendered from :class:`tasks.pipeline_config.PipelineParams`) or ``prefect deployment run``.
 * ``retrain/weekly``: cron schedule, Mondays 03:00 by default (``GNNREC_RETRAIN_CRON`` overrides it).
 
+Each flow run is a process of its own, so the CLI's ``--threads`` does not reach it: ``GNNREC_THREADS=N``
+(which ``gnnrec ui --threads N`` sets) makes ``threads: N`` part of both deployments' default parameters,
+and the Prefect UI's form can change it per run.
+
 ``prefect.yaml`` declares the same two deployments for ``prefect deploy`` with a process work pool; this
 module is the no-infrastructure way: ``gnnrec ui`` runs it next to a local server.
 """
@@ -20,19 +24,35 @@ from typing import Any
 DEFAULT_RETRAIN_CRON = "0 3 * * 1"
 
 
-def deployments() -> list[Any]:
-    """The two runner deployments (``train-and-promote/manual``, ``retrain/weekly``)."""
-    from flows.retrain import retrain
+def deployments(threads: int | None = None) -> list[Any]:
+    """The two runner deployments (``train-and-promote/manual``, ``retrain/weekly``).
+
+    Args:
+        threads: CPU threads for torch in their flow runs (default parameters; ``None``: the
+            ``GNNREC_THREADS`` environment variable, else torch's default).
+    """
+    from flows.retrain import RETRAIN_DEFAULTS, retrain
     from flows.train_and_promote import train_and_promote
+    from tasks.pipeline_config import PipelineParams
+
+    if threads is None and os.environ.get("GNNREC_THREADS"):
+        threads = int(os.environ["GNNREC_THREADS"])
+
+    def defaults(params: PipelineParams) -> dict[str, Any]:
+        if threads is None:
+            return {}  # the flow's own default
+        return {"params": params.model_copy(update={"threads": threads}).model_dump(mode="json")}
 
     return [
         train_and_promote.to_deployment(
             name="manual",
+            parameters=defaults(PipelineParams()),
             description="Validate, tune every model, register and promote the best. Start it with Run.",
             tags=["gnnrec"],
         ),
         retrain.to_deployment(
             name="weekly",
+            parameters=defaults(RETRAIN_DEFAULTS),
             cron=os.environ.get("GNNREC_RETRAIN_CRON", DEFAULT_RETRAIN_CRON),
             description="Reload, validate, warm-start, retrain and promote through the same gate.",
             tags=["gnnrec"],

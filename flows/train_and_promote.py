@@ -76,9 +76,12 @@ def run_pipeline(params: PipelineParams, *, flow_name: str) -> PipelineOutcome:
     from tasks.pipeline_config import final_train_config
     from tasks.register import Lineage, load_mlflow_settings, split_key, trial_logger
     from tasks.report import leaderboard_row, rank_leaderboard, run_facts
+    from tasks.train import set_threads
     from tasks.tune import study_name
 
     logger = get_run_logger()
+    # Before any task: torch's worker threads read the thread count once, at their first parallel op.
+    torch_threads = set_threads(params.threads)
     settings: MlflowSettings = load_mlflow_settings(params.mlflow_config)
     if params.study_storage:
         settings = settings.model_copy(update={"study_storage": params.study_storage})
@@ -101,7 +104,10 @@ def run_pipeline(params: PipelineParams, *, flow_name: str) -> PipelineOutcome:
     lineage = Lineage.of(dataset, split)
     run_name = f"{flow_name}-{flow_run.get_name() or 'local'}"
     parent = t.start_pipeline_run(
-        settings, run_name, lineage, {"flow": flow_name, **params.model_dump(mode="json")}
+        settings,
+        run_name,
+        lineage,
+        {"flow": flow_name, **params.model_dump(mode="json"), "torch_threads": torch_threads},
     )
     status = "FAILED"
     try:

@@ -36,6 +36,9 @@ class PipelineParams(BaseModel):
         ks: Cut-offs at which every model is evaluated (the selection metric's cut-off is added).
         seed: Seed of the Optuna sampler and of every training run.
         device: ``auto`` (CUDA when present), ``cpu`` or ``cuda``/``cuda:N``.
+        threads: CPU threads torch may use in the flow run (``torch.set_num_threads``); ``None`` leaves the
+            process's setting (torch's default is one per core). A deployment's flow run is a process of its
+            own, so this is how a scheduled or UI-started run is kept to fewer cores on a shared machine.
         mlflow_config: Path to the ``mlflow.yml`` to use; ``None`` uses ``GNNREC_MLFLOW_CONFIG`` or
             ``./mlflow.yml``.
         study_storage: SQLAlchemy URL of the Optuna storage; ``None``: ``study_storage`` in ``mlflow.yml``.
@@ -61,6 +64,7 @@ class PipelineParams(BaseModel):
     ks: tuple[int, ...] = (10, 20)
     seed: int = 2020
     device: Literal["auto", "cpu", "cuda"] | str = "auto"
+    threads: int | None = Field(default=None, ge=1)
     mlflow_config: Path | None = None
     study_storage: str | None = None
     warm_start: bool = False

@@ -153,6 +153,19 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def set_threads(threads: int | None) -> int:
+    """Let torch use ``threads`` CPU threads (``None``: leave the current setting); returns those in effect.
+
+    Torch applies the number to every thread of the process that starts parallel work afterwards (each
+    thread reads it once, at its first parallel operation), so call this before any training starts.
+    """
+    if threads is not None:
+        if threads < 1:
+            raise ValueError(f"threads must be at least 1, got {threads}")
+        torch.set_num_threads(threads)
+    return torch.get_num_threads()
+
+
 @dataclass
 class _State:
     """Everything that changes during training and is checkpointed."""

@@ -148,6 +148,7 @@ def test_run_json_with_the_shared_data_options(prefect_harness, tmp_path: Path, 
     params = client.get_run(out["parent_run_id"]).data.params
     assert (params["split.method"], params["split.seed"], params["seed"]) == ("loo", "3", "3")
     assert (params["data.dataset"], params["data.aggregate_duplicates"]) == ("csv", "True")
+    assert (params["threads"], params["torch_threads"]) == ("1", "1")  # `run`'s default, as applied
 
 
 @pytest.mark.parametrize(
@@ -165,10 +166,10 @@ def test_run_threads_default_to_one_but_keep_the_root_option(
 
     import flows.cli_pipeline as cli_pipeline
 
-    seen: list[int] = []
+    seen: list[tuple[int, int | None]] = []
 
     def fake_flow(params):  # stands in for the flow: only the thread count at its start matters here
-        seen.append(torch.get_num_threads())
+        seen.append((torch.get_num_threads(), params.threads))
         raise SystemExit(0)
 
     monkeypatch.setattr("flows.train_and_promote.train_and_promote", fake_flow)
@@ -178,6 +179,6 @@ def test_run_threads_default_to_one_but_keep_the_root_option(
         torch.set_num_threads(2)
         result = runner.invoke(app, [*root, "run", *own, "--mlflow-config", str(write_settings(tmp_path))])
         assert result.exit_code == 0, result.output
-        assert seen == [expected]
+        assert seen == [(expected, expected)]  # set here, and passed on for the flow to set and record
     finally:
         torch.set_num_threads(before)

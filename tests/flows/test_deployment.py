@@ -55,6 +55,7 @@ def test_deployment_run_from_the_api_completes_and_promotes(tmp_path: Path) -> N
         "PREFECT_API_URL": api,
         "GNNREC_MLFLOW_CONFIG": str(config),
         "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]),
+        "OMP_NUM_THREADS": "2",  # the flow run's process default, which its `threads` parameter overrides
     }
     server_log, serve_log = (tmp_path / "server.log").open("wb"), (tmp_path / "serve.log").open("wb")
     server = subprocess.Popen(
@@ -94,6 +95,7 @@ def test_deployment_run_from_the_api_completes_and_promotes(tmp_path: Path) -> N
             epochs=2,
             batch_size=256,
             device="cpu",
+            threads=1,
             mlflow_config=config,
         )
         with temporary_settings(updates={PREFECT_API_URL: api}):
@@ -131,5 +133,7 @@ def test_deployment_run_from_the_api_completes_and_promotes(tmp_path: Path) -> N
     assert experiment is not None
     runs = client.search_runs([experiment.experiment_id])
     assert {r.data.tags.get("gnnrec.role") for r in runs} >= {"pipeline", "model", "trial"}
+    (parent,) = [r for r in runs if r.data.tags.get("gnnrec.role") == "pipeline"]
+    assert parent.data.params["torch_threads"] == "1"  # applied in the flow run's own process
     champion = client.get_model_version_by_alias("served", "champion")
     assert champion.tags["gnnrec.model_family"] in ("mf", "lightgcn")

@@ -117,6 +117,9 @@ def test_train_config_carries_the_run_settings() -> None:
     assert config.progress is False
     default = PipelineParams().train_config("mf", "ndcg@20")
     assert default.patience == type(default)().patience  # unset overrides keep the trainer's defaults
+    assert PipelineParams().threads is None and PipelineParams(threads=2).threads == 2
+    with pytest.raises(ValueError, match="threads"):
+        PipelineParams(threads=0)
 
 
 def test_final_config_prefers_the_tuned_then_the_warm_start_hparams() -> None:

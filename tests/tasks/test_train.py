@@ -8,7 +8,15 @@ import torch
 from pydantic import ValidationError
 
 from tasks.evaluate import evaluate, popularity_metrics
-from tasks.train import TrainConfig, TrainedModel, draw_by_user, group_by_user, resolve_device, train
+from tasks.train import (
+    TrainConfig,
+    TrainedModel,
+    draw_by_user,
+    group_by_user,
+    resolve_device,
+    set_threads,
+    train,
+)
 from tests.models.planted import planted
 
 
@@ -230,6 +238,18 @@ def test_config_validation():
         with pytest.raises(RuntimeError, match="CUDA"):
             resolve_device("cuda")
         assert resolve_device("auto") == torch.device("cpu")
+
+
+def test_set_threads_applies_a_count_or_leaves_the_setting() -> None:
+    before = torch.get_num_threads()
+    try:
+        assert set_threads(2) == 2 == torch.get_num_threads()
+        assert set_threads(None) == 2  # left as it was
+        assert set_threads(1) == 1 == torch.get_num_threads()
+        with pytest.raises(ValueError, match="at least 1"):
+            set_threads(0)
+    finally:
+        torch.set_num_threads(before)
 
 
 def test_unknown_model_is_reported(data):

@@ -1,0 +1,32 @@
+"""The served deployments' definitions (no server: what ``flows.deploy.deployments`` builds)."""
+
+from __future__ import annotations
+
+import pytest
+
+from flows.deploy import DEFAULT_RETRAIN_CRON, deployments
+from flows.retrain import RETRAIN_DEFAULTS
+
+
+def _by_name(threads: int | None = None) -> dict[str, object]:
+    return {d.name: d for d in deployments(threads)}
+
+
+def test_deployments_keep_the_flows_defaults_without_a_thread_count(monkeypatch) -> None:
+    monkeypatch.delenv("GNNREC_THREADS", raising=False)
+    found = _by_name()
+    assert set(found) == {"manual", "weekly"}
+    assert found["manual"].parameters == {} and found["weekly"].parameters == {}
+    assert found["weekly"].schedules[0].schedule.cron == DEFAULT_RETRAIN_CRON
+
+
+@pytest.mark.parametrize("from_env", [False, True])
+def test_thread_count_becomes_a_default_parameter_of_both_deployments(monkeypatch, from_env: bool) -> None:
+    if from_env:  # what `gnnrec ui --threads 3` sets for the `python -m flows.deploy` process
+        monkeypatch.setenv("GNNREC_THREADS", "3")
+    found = _by_name(None if from_env else 3)
+    manual, weekly = found["manual"].parameters["params"], found["weekly"].parameters["params"]
+    assert manual["threads"] == 3 and weekly["threads"] == 3
+    # the weekly retrain keeps its own defaults (one warm-started trial), only the thread count is added
+    assert weekly["n_trials"] == RETRAIN_DEFAULTS.n_trials == 1 and weekly["warm_start"] is True
+    assert manual["n_trials"] != weekly["n_trials"]
