@@ -461,6 +461,9 @@ def log_trained_model(
     model as an MLflow pyfunc recommender (:class:`tasks.recommend.EmbeddingRecommender`) registered as a
     new version of ``settings.registered_model_name``, tagged with its metrics and lineage.
 
+    Safe to retry: for a run whose model is already registered (a late failure, then Prefect's retry), it
+    logs nothing again, re-applies the version's tags and description, and returns that same version.
+
     Args:
         settings: Tracking settings.
         run_id: The family's child run (from :func:`start_model_run`).
@@ -481,25 +484,19 @@ def log_trained_model(
 
     metric = metric or settings.selection_metric
     family = trained.model.name
-    configure_mlflow(settings)
-    client = _client(settings)
-    hparams = dict(trained.model.hparams)
-    config = trained.config.model_dump(mode="json")
-    _log_params(
-        client, run_id, {"hparams": hparams, "train": {k: v for k, v in config.items() if k != "hparams"}}
-    )
-    _log_history(client, run_id, trained.history)
     if trained.best_valid is None:
         raise ValueError(
             f"{family} was trained without a validation part; it cannot be selected or promoted."
         )
+    configure_mlflow(settings)
+    client = _client(settings)
+    hparams = dict(trained.model.hparams)
     final = {metric_key(k, "valid"): v for k, v in trained.best_valid.values.items()}
     final.update({metric_key(k, "test"): v for k, v in test_metrics.values.items()})
     final["best_epoch"] = float(trained.best_epoch)
     final["epochs_run"] = float(trained.epochs_run)
     final["seconds_per_epoch"] = float(trained.seconds_per_epoch)
     final.update(dict(extra_metrics or {}))
-    _log_metrics(client, run_id, final)
     valid_value = float(trained.best_valid.values[metric])
     test_value = float(test_metrics.values.get(metric, math.nan))
     tags = {
@@ -509,20 +506,32 @@ def log_trained_model(
         "selection_metric": metric,
         **{k: repr(float(v)) for k, v in final.items()},
     }
-    with tempfile.TemporaryDirectory() as tmp:
-        curve = Path(tmp) / f"training_curve_{family}.png"
-        _training_curve_png(trained.history, family, curve)
-        client.log_artifact(run_id, str(curve), artifact_path="plots")
-        with mlflow.start_run(run_id=run_id):
-            info = log_recommender(
-                trained.model,
-                dataset,
-                split,
-                registered_model_name=settings.registered_model_name,
-                workdir=Path(tmp),
-                tags={k: v for k, v in tags.items() if not k.startswith("mlflow.")},
-            )
-    version = str(info.registered_model_version)
+    # A retry after a late failure (a tag, the description) must not register the run's model twice:
+    # registration is the last logging step, so a version of this run means everything above is logged.
+    version = registered_version_of_run(client, settings.registered_model_name, run_id)
+    if version is None:
+        config = trained.config.model_dump(mode="json")
+        _log_params(
+            client,
+            run_id,
+            {"hparams": hparams, "train": {k: v for k, v in config.items() if k != "hparams"}},
+        )
+        _log_history(client, run_id, trained.history)
+        _log_metrics(client, run_id, final)
+        with tempfile.TemporaryDirectory() as tmp:
+            curve = Path(tmp) / f"training_curve_{family}.png"
+            _training_curve_png(trained.history, family, curve)
+            client.log_artifact(run_id, str(curve), artifact_path="plots")
+            with mlflow.start_run(run_id=run_id):
+                info = log_recommender(
+                    trained.model,
+                    dataset,
+                    split,
+                    registered_model_name=settings.registered_model_name,
+                    workdir=Path(tmp),
+                    tags={k: v for k, v in tags.items() if not k.startswith("mlflow.")},
+                )
+        version = str(info.registered_model_version)
     for key, value in tags.items():
         client.set_model_version_tag(settings.registered_model_name, version, key, value)
     client.update_model_version(
@@ -545,6 +554,12 @@ def log_trained_model(
         hparams=hparams,
         metrics={k: float(v) for k, v in final.items()},
     )
+
+
+def registered_version_of_run(client: Any, name: str, run_id: str) -> str | None:
+    """The version of registered model ``name`` logged from run ``run_id``, if any (the newest)."""
+    found = client.search_model_versions(f"name = '{name}' and run_id = '{run_id}'")
+    return str(max(int(v.version) for v in found)) if found else None
 
 
 def log_leaderboard(

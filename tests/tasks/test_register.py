@@ -139,3 +139,54 @@ def test_champion_hparams_for_warm_start(store) -> None:
     promote_if_better(settings, [version])
     assert register.champion_hparams(settings, "mf") == {"embedding_dim": 32}
     assert register.champion_hparams(settings, "ngcf") is None
+
+
+def test_retried_registration_of_a_run_returns_its_version_not_a_new_one(tmp_path: Path, monkeypatch) -> None:
+    from tasks.config import SplitConfig
+    from tasks.evaluate import evaluate
+    from tasks.graphs import build_graphs
+    from tasks.ingest.dataset import build_dataset
+    from tasks.ingest.synthetic import make_synthetic
+    from tasks.split import split_dataset
+    from tasks.train import TrainConfig, train
+
+    settings = MlflowSettings(registered_model_name="rec").resolved(tmp_path)
+    dataset = build_dataset(make_synthetic(num_users=30, num_items=40, num_interactions=500, seed=4))
+    split = split_dataset(dataset, SplitConfig(seed=4))
+    trained = train(
+        build_graphs(dataset, split), split, TrainConfig(model="mf", epochs=2, progress=False, device="cpu")
+    )
+    lineage = register.Lineage.of(dataset, split)
+    parent = register.start_pipeline_run(settings, run_name="t", lineage=lineage, params={})
+    child = register.start_model_run(settings, parent_run_id=parent, family="mf", lineage=lineage)
+    kwargs = dict(
+        run_id=child,
+        trained=trained,
+        test_metrics=evaluate(trained.model, split, "test"),
+        dataset=dataset,
+        split=split,
+        lineage=lineage,
+    )
+    failing = {"left": 1}
+    original = MlflowClient.update_model_version
+
+    def fail_once(self, *args, **kw):  # a late failure: after the version exists, before the call returns
+        if failing["left"]:
+            failing["left"] -= 1
+            raise ConnectionError("tracking server went away")
+        return original(self, *args, **kw)
+
+    monkeypatch.setattr(MlflowClient, "update_model_version", fail_once)
+    with pytest.raises(ConnectionError):
+        register.log_trained_model(settings, **kwargs)
+    retried = register.log_trained_model(settings, **kwargs)
+
+    client = MlflowClient(tracking_uri=settings.tracking_uri, registry_uri=settings.tracking_uri)
+    versions = client.search_model_versions("name = 'rec'")
+    assert [str(v.version) for v in versions] == [retried.version] == ["1"]
+    assert versions[0].run_id == child and versions[0].description.startswith("mf on")
+    assert versions[0].tags[TAG_FAMILY] == "mf"
+    history = client.get_metric_history(child, "loss")
+    assert len(history) == trained.epochs_run  # the per-epoch curve was not logged twice
+    assert register.registered_version_of_run(client, "rec", child) == "1"
+    assert register.registered_version_of_run(client, "rec", parent) is None
