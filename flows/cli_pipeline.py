@@ -159,6 +159,19 @@ MetricOption = Annotated[
 DeviceOption = Annotated[
     str, typer.Option("--device", help="auto (CUDA when present), cpu, cuda or cuda:N.", show_default=True)
 ]
+TrainSpaceOption = Annotated[
+    str | None,
+    typer.Option(
+        "--train-space",
+        help=(
+            "Training settings Optuna searches beside the model's hyperparameters, as JSON: a field to "
+            'the values to try, e.g. \'{"negative_sampler": ["uniform", "hard"], "sampler_pool_size": '
+            "[16, 32, 64]}'. Fields: lr, batch_size, loss, temperature, negative_sampler, num_negatives, "
+            "sampling, sampler_alpha, sampler_pool_size."
+        ),
+        show_default=False,
+    ),
+]
 ThreadsOption = Annotated[
     int | None,
     typer.Option(
@@ -191,6 +204,7 @@ def _pipeline_params(
     items: int,
     interactions: int,
     models: str,
+    train_space: str | None = None,
     **settings: Any,
 ) -> PipelineParams:
     """The flow's typed parameters from the command's options (pydantic errors reach the boundary: exit 2).
@@ -219,6 +233,19 @@ def _pipeline_params(
         synthetic_items=items,
         synthetic_interactions=interactions,
     )
+    if train_space:
+        import json
+
+        try:
+            space = json.loads(train_space)
+        except json.JSONDecodeError as err:
+            fail(
+                f"--train-space is not valid JSON ({err}); "
+                'e.g. \'{"negative_sampler": ["uniform", "hard"]}\''
+            )
+        if not isinstance(space, dict):
+            fail("--train-space must be a JSON object: a training setting to the list of values to try.")
+        settings["train_space"] = space
     return PipelineParams(
         data=data,
         split=split_config(method=split, ratios=ratios, seed=seed),
@@ -317,6 +344,7 @@ def run(
     batch_size: BatchSizeOption = 2048,
     metric: MetricOption = None,
     device: DeviceOption = "auto",
+    train_space: TrainSpaceOption = None,
     threads: ThreadsOption = None,
     mlflow_config: MlflowConfigOption = None,
     as_json: JsonOption = False,
@@ -341,6 +369,7 @@ def run(
             items=items,
             interactions=interactions,
             models=models,
+            train_space=train_space,
             n_trials=trials,
             timeout_s=timeout,
             epochs=epochs,
@@ -375,6 +404,7 @@ def retrain(
     batch_size: BatchSizeOption = 2048,
     metric: MetricOption = None,
     device: DeviceOption = "auto",
+    train_space: TrainSpaceOption = None,
     threads: ThreadsOption = None,
     mlflow_config: MlflowConfigOption = None,
     as_json: JsonOption = False,
@@ -399,6 +429,7 @@ def retrain(
             items=items,
             interactions=interactions,
             models=models,
+            train_space=train_space,
             n_trials=1,
             warm_start=True,
             epochs=epochs,

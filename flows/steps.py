@@ -141,6 +141,7 @@ def tune_model(
     seed: int,
     warm_start: dict[str, Any] | None,
     callbacks: list[Any],
+    train_space: dict[str, list[Any]] | None = None,
 ) -> TuneResult:
     """Run the model's Optuna study (it resumes from its storage, so no Prefect cache)."""
     from tasks.tune import tune
@@ -157,6 +158,7 @@ def tune_model(
         seed=seed,
         warm_start=warm_start,
         callbacks=callbacks,
+        train_space=train_space,
     )
 
 

@@ -130,6 +130,7 @@ def run_pipeline(params: PipelineParams, *, flow_name: str) -> PipelineOutcome:
                 timeout_s=params.timeout_s,
                 seed=params.seed,
                 warm_start=warm,
+                train_space=params.train_space,
                 callbacks=[trial_logger(settings, model_run_id=child, family=family, lineage=lineage)],
             )
             trained = t.train_model(graphs, split, final_train_config(base, tuned, warm), dataset.fingerprint)

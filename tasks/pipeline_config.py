@@ -44,6 +44,10 @@ class PipelineParams(BaseModel):
         study_storage: SQLAlchemy URL of the Optuna storage; ``None``: ``study_storage`` in ``mlflow.yml``.
         warm_start: Enqueue each model's best known hyperparameters (from its study or the champion's tags)
             as the first new trial.
+        train_space: Training settings Optuna searches beside each model's hyperparameters: a
+            ``TrainConfig`` field to the values to try, e.g. ``{"negative_sampler": ["uniform", "hard"],
+            "sampler_pool_size": [16, 32, 64]}`` (fields: :data:`tasks.tune.SEARCHABLE_TRAIN_FIELDS`).
+            Empty: the run's settings for every trial.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -68,6 +72,14 @@ class PipelineParams(BaseModel):
     mlflow_config: Path | None = None
     study_storage: str | None = None
     warm_start: bool = False
+    train_space: dict[str, list[Any]] = Field(default_factory=dict)
+
+    @field_validator("train_space")
+    @classmethod
+    def _train_space_searchable(cls, value: dict[str, list[Any]]) -> dict[str, list[Any]]:
+        from tasks.tune import check_train_space
+
+        return check_train_space(value)
 
     @field_validator("models")
     @classmethod
@@ -131,9 +143,10 @@ class PipelineParams(BaseModel):
 def final_train_config(
     base: TrainConfig, tuned: TuneResult, warm_start: dict[str, Any] | None
 ) -> TrainConfig:
-    """The configuration the final model is trained with: the best trial's hyperparameters over ``base``.
+    """The configuration the final model is trained with: the best trial's choices over ``base``.
 
-    When no trial completed, the warm-start hyperparameters (if any) are used instead, else the defaults.
+    Its model hyperparameters and, when training settings were searched, those settings too. When no trial
+    completed, the warm-start parameters (if any) are used instead, else the defaults.
 
     Args:
         base: From :meth:`PipelineParams.train_config`.
@@ -141,7 +154,11 @@ def final_train_config(
         warm_start: The best known hyperparameters the study was warm-started with, or ``None``.
 
     Returns:
-        ``base`` with the chosen hyperparameters merged over its own.
+        ``base`` with the chosen hyperparameters merged over its own, and the chosen training settings.
     """
-    chosen = tuned.best_hparams if tuned.best_params else (warm_start or {})
-    return base.model_copy(update={"hparams": {**base.hparams, **chosen}})
+    from tasks.tune import split_params, with_train_settings
+
+    if tuned.best_params:
+        return with_train_settings(base, {**base.hparams, **tuned.best_hparams}, tuned.best_train)
+    hparams, settings = split_params(warm_start or {})
+    return with_train_settings(base, {**base.hparams, **hparams}, settings)

@@ -3,7 +3,11 @@
 One study per (dataset fingerprint, split, model), stored durably (SQLite under the data folder by default,
 any SQLAlchemy URL), so a study resumes across runs and can be shared by several workers. The sampler is TPE,
 seeded; a median pruner is fed the validation metric after every validation epoch, so poor trials stop early.
-The search space is the model's own (:meth:`models.base.Recommender.search_space`), merged over its defaults.
+The search space is the model's own (:meth:`models.base.Recommender.search_space`), merged over its defaults,
+plus, when a ``train_space`` is given, categorical choices of training settings (the negative sampler and
+its pool, the loss, the learning rate...): on HetRec Last.fm the negative sampler moved LightGCN's
+validation NDCG@10 more than any model hyperparameter did (benchmarks/RESULTS.md). Those trial parameters
+are named ``train.<field>`` and come back in :attr:`TuneResult.best_train`.
 
 Tuning reads the validation part only: the test part is removed from the split the objective sees.
 
@@ -18,7 +22,7 @@ import dataclasses
 import logging
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -34,6 +38,73 @@ if TYPE_CHECKING:
 
 FINISHED_STATES = ("COMPLETE", "PRUNED")
 
+#: Prefix of the Optuna parameters that are training settings rather than model hyperparameters.
+TRAIN_PREFIX = "train."
+
+#: The :class:`~tasks.train.TrainConfig` fields a ``train_space`` may search (what changes the model learnt,
+#: not the run's plumbing: epochs, metric, device, seed and the like stay fixed by the run).
+SEARCHABLE_TRAIN_FIELDS = frozenset(
+    {
+        "lr",
+        "batch_size",
+        "loss",
+        "temperature",
+        "negative_sampler",
+        "num_negatives",
+        "sampling",
+        "sampler_alpha",
+        "sampler_pool_size",
+    }
+)
+
+
+def check_train_space(space: Mapping[str, Sequence[Any]]) -> dict[str, list[Any]]:
+    """Validate a training-settings search space: searchable fields, non-empty choices, each a valid value.
+
+    Returns:
+        The space with lists as values.
+
+    Raises:
+        ValueError: naming the field or the value that is not allowed.
+    """
+    from pydantic import ValidationError
+
+    from tasks.train import TrainConfig
+
+    out: dict[str, list[Any]] = {}
+    for name, choices in space.items():
+        if name not in SEARCHABLE_TRAIN_FIELDS:
+            raise ValueError(
+                f"train_space: '{name}' cannot be searched; choose among {sorted(SEARCHABLE_TRAIN_FIELDS)}"
+            )
+        if isinstance(choices, (str, bytes)) or not isinstance(choices, Sequence) or not choices:
+            raise ValueError(f"train_space: '{name}' needs a non-empty list of values, got {choices!r}")
+        for value in choices:
+            if value is not None and not isinstance(value, (bool, int, float, str)):
+                raise ValueError(f"train_space: '{name}' values must be numbers or strings, got {value!r}")
+            try:
+                TrainConfig.model_validate({name: value})
+            except ValidationError as err:
+                raise ValueError(f"train_space: {value!r} is not a valid '{name}': {err}") from None
+        out[name] = list(choices)
+    return out
+
+
+def split_params(params: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Trial parameters split into (model hyperparameters, training settings without the prefix)."""
+    model = {k: v for k, v in params.items() if not k.startswith(TRAIN_PREFIX)}
+    train = {k[len(TRAIN_PREFIX) :]: v for k, v in params.items() if k.startswith(TRAIN_PREFIX)}
+    return model, train
+
+
+def with_train_settings(
+    config: TrainConfig, hparams: Mapping[str, Any], settings: Mapping[str, Any]
+) -> TrainConfig:
+    """``config`` with these model hyperparameters and training settings (the settings validated)."""
+    if not settings:
+        return config.model_copy(update={"hparams": dict(hparams)})
+    return type(config).model_validate({**config.model_dump(), **settings, "hparams": dict(hparams)})
+
 
 @dataclass(frozen=True)
 class TuneResult:
@@ -43,8 +114,10 @@ class TuneResult:
         study_name: The Optuna study.
         model: Model family.
         metric: The validation metric maximised.
-        best_params: Best trial's suggested hyperparameters (only the searched ones).
-        best_hparams: The full hyperparameters to train with (best params over the model's defaults).
+        best_params: Best trial's suggested parameters (only the searched ones; training settings are
+            prefixed ``train.``).
+        best_hparams: The full model hyperparameters to train with (best params over the model's defaults).
+        best_train: The best trial's searched training settings (field name to value; empty when none).
         best_value: Best validation value; NaN when no trial completed.
         best_trial: Number of the best trial, or -1.
         n_trials: Finished (complete or pruned) trials in the study after this call.
@@ -59,6 +132,7 @@ class TuneResult:
     metric: str
     best_params: dict[str, Any] = field(default_factory=dict)
     best_hparams: dict[str, Any] = field(default_factory=dict)
+    best_train: dict[str, Any] = field(default_factory=dict)
     best_value: float = math.nan
     best_trial: int = -1
     n_trials: int = 0
@@ -139,13 +213,15 @@ def tune(
     warm_start: dict[str, Any] | None = None,
     callbacks: Sequence[Callable[[optuna.Study, optuna.trial.FrozenTrial], None]] = (),
     train_fn: Callable[..., TrainedModel] | None = None,
+    train_space: Mapping[str, Sequence[Any]] | None = None,
 ) -> TuneResult:
     """Tune ``base_config.model`` on the validation part.
 
     Each trial trains with ``base_config`` whose ``hparams`` are the model's search-space suggestions merged
-    over its defaults (and over ``base_config.hparams``). After each validation the metric is reported to the
-    pruner; a pruned trial stops there. Each trial stores its per-epoch history in the user attribute
-    ``history`` (for the MLflow callback, see :func:`tasks.register.trial_logger`).
+    over its defaults (and over ``base_config.hparams``), and whose training settings in ``train_space``
+    are chosen by the trial (categorical, named ``train.<field>``). After each validation the metric is
+    reported to the pruner; a pruned trial stops there. Each trial stores its per-epoch history in the user
+    attribute ``history`` (for the MLflow callback, see :func:`tasks.register.trial_logger`).
 
     Args:
         graphs: Training graphs.
@@ -160,6 +236,9 @@ def tune(
         warm_start: Hyperparameters to try first (enqueued unless the study already tried them).
         callbacks: Optuna callbacks run after each trial.
         train_fn: The trainer (default :func:`tasks.train.train`); tests may pass a fake.
+        train_space: Training settings to search: a :class:`~tasks.train.TrainConfig` field (one of
+            :data:`SEARCHABLE_TRAIN_FIELDS`) to the values to try, e.g. ``{"negative_sampler": ["uniform",
+            "hard"], "sampler_pool_size": [16, 32, 64]}``.
 
     Returns:
         The best parameters and value, and how many trials ran.
@@ -180,9 +259,11 @@ def tune(
     optuna_study = open_study(study, storage, seed)
     finished = [t for t in optuna_study.trials if t.state.name in FINISHED_STATES]
     to_run = max(0, n_trials - len(finished)) + extra_trials
+    space = check_train_space(train_space or {})
+    space_names = _space_names(model_cls) | {TRAIN_PREFIX + name for name in space}
     warm = False
     if warm_start and to_run > 0:
-        known = {name for name in warm_start if name in _space_names(model_cls)}
+        known = {name for name in warm_start if name in space_names}
         params = {k: v for k, v in warm_start.items() if k in known}
         if params:
             optuna_study.enqueue_trial(params, skip_if_exists=True)
@@ -192,7 +273,10 @@ def tune(
     def objective(trial: optuna.Trial) -> float:
         suggested = model_cls.search_space(trial)
         hparams = {**model_cls.default_hparams(), **base_config.hparams, **suggested}
-        config = base_config.model_copy(update={"hparams": hparams})
+        settings = {
+            name: trial.suggest_categorical(TRAIN_PREFIX + name, choices) for name, choices in space.items()
+        }
+        config = with_train_settings(base_config, hparams, settings)
         history: list[dict[str, Any]] = []
 
         def on_epoch(epoch: int, values: dict[str, float]) -> None:
@@ -234,6 +318,7 @@ def tune(
 
     trials = optuna_study.trials
     best_params = best_known_params(optuna_study) or {}
+    best_model_params, best_train = split_params(best_params)
     complete = [t for t in trials if t.state.name == "COMPLETE" and t.value is not None]
     best = max(complete, key=lambda t: t.value) if complete else None  # type: ignore[arg-type,return-value]
     return TuneResult(
@@ -241,7 +326,8 @@ def tune(
         model=base_config.model,
         metric=metric,
         best_params=best_params,
-        best_hparams={**model_cls.default_hparams(), **base_config.hparams, **best_params},
+        best_hparams={**model_cls.default_hparams(), **base_config.hparams, **best_model_params},
+        best_train=best_train,
         best_value=float(best.value) if best is not None and best.value is not None else math.nan,
         best_trial=best.number if best is not None else -1,
         n_trials=sum(t.state.name in FINISHED_STATES for t in trials),

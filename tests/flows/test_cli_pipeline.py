@@ -137,6 +137,7 @@ def test_run_json_with_the_shared_data_options(prefect_harness, tmp_path: Path, 
         *("--dataset", "csv", "--data-dir", str(folder), "--aggregate-duplicates", "--split", "loo"),
         *("--models", "mf", "--trials", "1", "--epochs", "2", "--batch-size", "64", "--device", "cpu"),
         *("--seed", "3", "--mlflow-config", str(config), "--json"),
+        *("--train-space", '{"negative_sampler": ["hard"], "sampler_pool_size": [4]}'),
     )
     assert result.exit_code == 0, result.output
     out = json.loads(result.stdout)
@@ -149,6 +150,27 @@ def test_run_json_with_the_shared_data_options(prefect_harness, tmp_path: Path, 
     assert (params["split.method"], params["split.seed"], params["seed"]) == ("loo", "3", "3")
     assert (params["data.dataset"], params["data.aggregate_duplicates"]) == ("csv", "True")
     assert (params["threads"], params["torch_threads"]) == ("1", "1")  # `run`'s default, as applied
+    (child,) = client.search_runs(
+        [client.get_run(out["parent_run_id"]).info.experiment_id], "tags.`gnnrec.role` = 'model'"
+    )
+    trained_with = child.data.params  # the final model was trained with the searched training settings
+    assert (trained_with["train.negative_sampler"], trained_with["train.sampler_pool_size"]) == ("hard", "4")
+
+
+@pytest.mark.parametrize(
+    ("space", "message"),
+    [
+        ("{not json", "not valid JSON"),
+        ('["hard"]', "JSON object"),
+        ('{"epochs": [1, 2]}', "cannot be searched"),
+        ('{"negative_sampler": ["hardest"]}', "negative_sampler"),
+    ],
+)
+def test_run_rejects_a_bad_train_space_before_any_work(space: str, message: str, tmp_path: Path) -> None:
+    result = invoke("run", "--train-space", space, "--mlflow-config", str(write_settings(tmp_path)))
+    assert result.exit_code == 2, result.output
+    assert message in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "store").exists()
 
 
 @pytest.mark.parametrize(

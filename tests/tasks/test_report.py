@@ -133,3 +133,18 @@ def test_final_config_prefers_the_tuned_then_the_warm_start_hparams() -> None:
     no_trial = _tuned()
     assert final_train_config(base, no_trial, {"embedding_dim": 16}).hparams["embedding_dim"] == 16
     assert final_train_config(base, no_trial, None) == base
+    searched = _tuned(
+        best_params={"embedding_dim": 32, "train.negative_sampler": "hard"},
+        best_hparams={"embedding_dim": 32, "reg_weight": 1e-4},
+        best_train={"negative_sampler": "hard"},
+    )
+    chosen = final_train_config(base, searched, None)
+    assert chosen.negative_sampler == "hard" and "train.negative_sampler" not in chosen.hparams
+    warm = final_train_config(base, no_trial, {"embedding_dim": 16, "train.sampler_pool_size": 32})
+    assert warm.sampler_pool_size == 32 and warm.hparams["embedding_dim"] == 16
+    assert "train.sampler_pool_size" not in warm.hparams
+    with pytest.raises(ValueError, match="sampler_pool_size"):
+        PipelineParams(train_space={"sampler_pool_size": [0, 16]})
+    assert PipelineParams(train_space={"loss": ["bpr", "softmax"]}).train_space == {
+        "loss": ["bpr", "softmax"]
+    }

@@ -11,7 +11,7 @@ import pytest
 from models import get_model
 from tasks.split import Split
 from tasks.train import TrainConfig
-from tasks.tune import open_study, study_name, tune
+from tasks.tune import check_train_space, open_study, split_params, study_name, tune
 
 
 def tiny_split() -> Split:
@@ -179,3 +179,80 @@ def test_unknown_metric_is_an_error() -> None:
     config = base_config().model_copy(update={"metric": "recall@5"})
     with pytest.raises(KeyError, match="recall@5"):
         tune(None, tiny_split(), config, study="x", storage=None, n_trials=1, seed=0, train_fn=FakeTrainer())
+
+
+class SamplerAwareTrainer(FakeTrainer):
+    """Scores hard negatives above uniform ones, and a larger pool higher still."""
+
+    def __call__(self, graphs, split, config: TrainConfig, *, on_epoch=None):
+        out = super().__call__(graphs, split, config, on_epoch=on_epoch)
+        bonus = 1.0 + config.sampler_pool_size / 100 if config.negative_sampler == "hard" else 0.0
+        out.best_valid.values["ndcg@20"] += bonus
+        return out
+
+
+def test_train_space_is_searched_and_comes_back_apart_from_the_hparams() -> None:
+    trainer = SamplerAwareTrainer()
+    space = {"negative_sampler": ["uniform", "hard"], "sampler_pool_size": [4, 8]}
+    result = tune(
+        None,
+        tiny_split(),
+        base_config(),
+        study="t",
+        storage=None,
+        n_trials=10,
+        seed=0,
+        train_fn=trainer,
+        train_space=space,
+    )
+    seen = {(config.negative_sampler, config.sampler_pool_size) for _, config in trainer.calls}
+    assert seen <= {(s, p) for s in space["negative_sampler"] for p in space["sampler_pool_size"]}
+    assert len({s for s, _ in seen}) == 2  # both samplers were tried
+    assert result.best_train == {"negative_sampler": "hard", "sampler_pool_size": 8}
+    assert result.best_params["train.negative_sampler"] == "hard"
+    assert set(result.best_hparams) == set(get_model("mf").default_hparams())  # no training setting leaks in
+    for _, config in trainer.calls:
+        assert config.lr == base_config().lr and config.epochs == 4  # what is not searched stays the run's
+
+
+def test_without_a_train_space_trials_keep_the_run_settings() -> None:
+    trainer = FakeTrainer()
+    result = tune(
+        None, tiny_split(), base_config(), study="n", storage=None, n_trials=2, seed=0, train_fn=trainer
+    )
+    assert result.best_train == {} and not any(k.startswith("train.") for k in result.best_params)
+    assert {config.negative_sampler for _, config in trainer.calls} == {base_config().negative_sampler}
+
+
+def test_train_space_checks_fields_and_values() -> None:
+    assert check_train_space({"lr": (1e-3, 5e-3)}) == {"lr": [1e-3, 5e-3]}
+    with pytest.raises(ValueError, match="'epochs' cannot be searched"):
+        check_train_space({"epochs": [10, 20]})
+    with pytest.raises(ValueError, match="not a valid 'negative_sampler'"):
+        check_train_space({"negative_sampler": ["uniform", "hardest"]})
+    with pytest.raises(ValueError, match="not a valid 'lr'"):
+        check_train_space({"lr": [0.0]})
+    with pytest.raises(ValueError, match="non-empty list"):
+        check_train_space({"lr": []})
+    with pytest.raises(ValueError, match="non-empty list"):
+        check_train_space({"loss": "softmax"})
+    assert split_params({"reg_weight": 1e-3, "train.lr": 0.01}) == ({"reg_weight": 1e-3}, {"lr": 0.01})
+
+
+def test_warm_start_includes_searched_training_settings(tmp_path: Path) -> None:
+    storage = f"sqlite:///{tmp_path / 'studies.db'}"
+    warm = {"reg_weight": 1e-3, "train.negative_sampler": "hard", "train.lr": 0.5}  # lr is not searched
+    tune(
+        None,
+        tiny_split(),
+        base_config(),
+        study="ws",
+        storage=storage,
+        n_trials=1,
+        seed=0,
+        warm_start=warm,
+        train_fn=FakeTrainer(),
+        train_space={"negative_sampler": ["uniform", "hard"]},
+    )
+    first = open_study("ws", storage, seed=0).trials[0]
+    assert first.params["train.negative_sampler"] == "hard" and "train.lr" not in first.params
