@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from prefect import flow
 
-from flows.train_and_promote import PipelineOutcome, run_pipeline
+from flows.train_and_promote import DataContractError, PipelineOutcome, contract_failed, run_pipeline
 from tasks.pipeline_config import PipelineParams
 
 #: Defaults of a scheduled retrain: warm start, one trial per model (none when the study already has one).
@@ -28,4 +28,7 @@ def retrain(params: PipelineParams = RETRAIN_DEFAULTS) -> PipelineOutcome:
     Returns:
         The leaderboard, the registered versions and the promotion decision.
     """
-    return run_pipeline(params.model_copy(update={"warm_start": True}), flow_name="retrain")
+    try:
+        return run_pipeline(params.model_copy(update={"warm_start": True}), flow_name="retrain")
+    except DataContractError as err:
+        return contract_failed(err)

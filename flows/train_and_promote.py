@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from data_checks import ValidationReport
     from tasks.register import MlflowSettings, PromotionDecision, RegisteredVersion
 
-__all__ = ["DataContractError", "PipelineOutcome", "run_pipeline", "train_and_promote"]
+__all__ = ["DataContractError", "PipelineOutcome", "contract_failed", "run_pipeline", "train_and_promote"]
 
 
 @dataclass(frozen=True)
@@ -62,6 +62,19 @@ def _publish_data_report(report: ValidationReport, *parts: Any) -> None:
         description="Data report" if report.success else "Data contract failed",
     )
     require_passed(report)
+
+
+def contract_failed(err: DataContractError) -> Any:
+    """The Failed state a flow returns when its data breaks the contract, instead of raising.
+
+    A raised error makes Prefect log a traceback for what is bad input, not a bug. The state carries the
+    error, so calling the flow still raises the very :class:`DataContractError` (the CLI prints its
+    summary and exits 1), and ``return_state=True`` gives a Failed state whose message is the summary.
+    """
+    from prefect.states import Failed
+
+    get_run_logger().error("The data broke its contract; nothing was trained or registered.\n%s", err)
+    return Failed(message=str(err), data=err)
 
 
 def run_pipeline(params: PipelineParams, *, flow_name: str) -> PipelineOutcome:
@@ -192,4 +205,7 @@ def train_and_promote(params: PipelineParams = PipelineParams()) -> PipelineOutc
     Returns:
         The leaderboard, the registered versions and the promotion decision.
     """
-    return run_pipeline(params, flow_name="train-and-promote")
+    try:
+        return run_pipeline(params, flow_name="train-and-promote")
+    except DataContractError as err:
+        return contract_failed(err)

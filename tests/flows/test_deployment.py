@@ -102,12 +102,13 @@ def test_deployment_run_from_the_api_completes_and_promotes(tmp_path: Path) -> N
             deadline = time.monotonic() + 90
             while True:
                 try:
-                    with get_client(sync_client=True) as client:
+                    with get_client(sync_client=True) as client:  # serve() registers them one by one
                         client.read_deployment_by_name("train-and-promote/manual")
+                        client.read_deployment_by_name("retrain/weekly")
                     break
                 except Exception:
                     assert runner.poll() is None, (tmp_path / "serve.log").read_text()[-3000:]
-                    assert time.monotonic() < deadline, "the deployment was not registered in 90 s"
+                    assert time.monotonic() < deadline, "the deployments were not registered in 90 s"
                     time.sleep(1)
             with get_client(sync_client=True) as client:
                 weekly = client.read_deployment_by_name("retrain/weekly")

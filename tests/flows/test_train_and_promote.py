@@ -19,6 +19,7 @@ from mlflow import MlflowClient
 
 from tasks.config import DataConfig, SplitConfig
 from tasks.pipeline_config import PipelineParams
+from tasks.prepare import DataContractError
 from tasks.register import TAG_FAMILY, TAG_FINGERPRINT, TAG_ROLE, load_mlflow_settings, metric_key
 
 pytestmark = pytest.mark.slow
@@ -163,6 +164,20 @@ def test_contract_failure_stops_before_training(prefect_harness, tmp_path: Path,
     state = train_and_promote(params, return_state=True)
     assert state.is_failed()
     assert "contract" in state.message.lower()
+    with pytest.raises(DataContractError, match="expect_compound_columns_to_be_unique"):
+        train_and_promote(params)  # a direct call raises the error every command understands
+    # bad input, not a bug: the flow run's log has the summary and no traceback
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+    from prefect.logging.handlers import APILogHandler
+
+    APILogHandler().flush()  # send the queued logs before reading them back
+    with get_client(sync_client=True) as client:
+        logs = client.read_logs(
+            LogFilter(flow_run_id=LogFilterFlowRunId(any_=[state.state_details.flow_run_id]))
+        )
+    messages = "\n".join(log.message for log in logs)
+    assert "Traceback" not in messages and "broke its contract" in messages
     report = Artifact.get("data-report")
     assert report is not None and "FAILED" in str(report.data)
 
