@@ -39,6 +39,7 @@ from flows.cli_common import (
     split_config,
 )
 from tasks.config import DatasetName, SplitMethod
+from tasks.tune import SEARCHABLE_TRAIN_FIELDS
 
 if TYPE_CHECKING:
     from tasks.pipeline_config import PipelineParams
@@ -166,8 +167,7 @@ TrainSpaceOption = Annotated[
         help=(
             "Training settings Optuna searches beside the model's hyperparameters, as JSON: a field to "
             'the values to try, e.g. \'{"negative_sampler": ["uniform", "hard"], "sampler_pool_size": '
-            "[16, 32, 64]}'. Fields: lr, batch_size, loss, temperature, negative_sampler, num_negatives, "
-            "sampling, sampler_alpha, sampler_pool_size."
+            f"[16, 32, 64]}}'. Fields: {', '.join(sorted(SEARCHABLE_TRAIN_FIELDS))}."
         ),
         show_default=False,
     ),

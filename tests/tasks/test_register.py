@@ -142,20 +142,16 @@ def test_champion_hparams_for_warm_start(store) -> None:
 
 
 def test_retried_registration_of_a_run_returns_its_version_not_a_new_one(tmp_path: Path, monkeypatch) -> None:
-    from tasks.config import SplitConfig
+    from tasks.config import DataConfig, SplitConfig
     from tasks.evaluate import evaluate
-    from tasks.graphs import build_graphs
-    from tasks.ingest.dataset import build_dataset
-    from tasks.ingest.synthetic import make_synthetic
-    from tasks.split import split_dataset
+    from tasks.prepare import prepare_data
     from tasks.train import TrainConfig, train
 
     settings = MlflowSettings(registered_model_name="rec").resolved(tmp_path)
-    dataset = build_dataset(make_synthetic(num_users=30, num_items=40, num_interactions=500, seed=4))
-    split = split_dataset(dataset, SplitConfig(seed=4))
-    trained = train(
-        build_graphs(dataset, split), split, TrainConfig(model="mf", epochs=2, progress=False, device="cpu")
-    )
+    data = DataConfig(synthetic_users=30, synthetic_items=40, synthetic_interactions=500, synthetic_seed=4)
+    prepared = prepare_data(data, SplitConfig(seed=4))
+    dataset, split = prepared.dataset, prepared.split
+    trained = train(prepared.graphs, split, TrainConfig(model="mf", epochs=2, progress=False, device="cpu"))
     lineage = register.Lineage.of(dataset, split)
     parent = register.start_pipeline_run(settings, run_name="t", lineage=lineage, params={})
     child = register.start_model_run(settings, parent_run_id=parent, family="mf", lineage=lineage)
