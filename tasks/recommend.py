@@ -289,6 +289,28 @@ class EmbeddingRecommender(PythonModel):
                 return str(int(as_float))
         return str(raw)
 
+    def score_users_raw(self, raw_users: Any) -> np.ndarray:
+        """Scores of every item of this model for known raw user ids, seen items not masked.
+
+        The promotion gate uses this to re-evaluate a champion on a challenger's split: the caller maps
+        :attr:`item_ids` to its own item indices and applies its own masks.
+
+        Args:
+            raw_users: Raw user ids (any transport: ints, strings, floats like ``3.0``).
+
+        Returns:
+            float64 ``[B, I]`` with ``I = len(self.item_ids)``.
+
+        Raises:
+            KeyError: naming the raw ids this model does not know.
+        """
+        raw = list(raw_users)
+        internal = np.array([self._index.get(self._key(u), -1) for u in raw], dtype=np.int64)
+        unknown = [raw[i] for i in np.nonzero(internal < 0)[0][:5]]
+        if unknown:
+            raise KeyError(f"users unknown to this model: {unknown}")
+        return (self.user_emb[internal] @ self.item_emb.T).astype(np.float64)
+
     # A DataFrame hint is one MLflow does not derive a signature from: the explicit signature applies.
     def predict(
         self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None

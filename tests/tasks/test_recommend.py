@@ -191,3 +191,16 @@ def test_mlflow_models_serve_answers_rest(champion_store, tmp_path: Path) -> Non
                 proc.wait(timeout=20)
             except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, 9)
+
+
+def test_score_users_raw_matches_embeddings_and_names_unknown_users() -> None:
+    model = EmbeddingRecommender()
+    model.user_emb = np.array([[1.0, 0.0], [0.0, 2.0]], dtype=np.float32)
+    model.item_emb = np.array([[1.0, 1.0], [3.0, 0.0], [0.0, 1.0]], dtype=np.float32)
+    model.user_ids = np.array([10, 20])
+    model._numeric_users = True
+    model._index = {"10": 0, "20": 1}
+    scores = model.score_users_raw([20.0, "10"])
+    np.testing.assert_allclose(scores, [[2.0, 0.0, 2.0], [1.0, 3.0, 0.0]])
+    with pytest.raises(KeyError, match="99"):
+        model.score_users_raw([10, 99])
