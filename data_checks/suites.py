@@ -49,8 +49,8 @@ import pandas as pd
 if TYPE_CHECKING:
     from great_expectations.expectations import Expectation
 
-    from tasks.ingest.tables import RawTables
-    from tasks.split import Split
+    from data_checks.parts import Split
+    from data_checks.tables import RawTables
 
 # A whole number written as text: "3", "-3", "3.0" (pandas reads ids with a missing value as floats).
 INTEGRAL_PATTERN = r"^[+-]?\d+(?:\.0*)?$"

@@ -17,8 +17,8 @@ if TYPE_CHECKING:
     from great_expectations.core.expectation_validation_result import ExpectationValidationResult
     from great_expectations.data_context import AbstractDataContext
 
-    from tasks.ingest.tables import RawTables
-    from tasks.split import Split
+    from data_checks.parts import Split
+    from data_checks.tables import RawTables
 
 _SITE = "gnnrec"
 # GX keeps this many offending values; the report keeps the first SAMPLE_SIZE distinct ones.

@@ -18,7 +18,7 @@ from torch import Tensor, nn
 from models.losses import LossName, batch_l2, ranking_loss
 
 if TYPE_CHECKING:
-    from tasks.graphs import Graphs
+    from models.graphs import Graphs
 
 
 class Trial(Protocol):

@@ -19,7 +19,7 @@ from models.base import Recommender, Trial, register_model
 from models.sparse import as_csr, symmetric_spmm
 
 if TYPE_CHECKING:
-    from tasks.graphs import Graphs
+    from models.graphs import Graphs
 
 
 @register_model

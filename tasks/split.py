@@ -20,79 +20,13 @@ oldest and tests on the newest.
 
 from __future__ import annotations
 
-import hashlib
-from dataclasses import dataclass
-from functools import cached_property
-
 import numpy as np
 
+from data_checks.parts import PARTS, Split
 from tasks.config import SplitConfig
 from tasks.ingest.dataset import Dataset
 
-PARTS = ("train", "valid", "test")
-
-
-@dataclass(frozen=True, eq=False)
-class Split:
-    """A split of a dataset's interactions into disjoint parts.
-
-    Attributes:
-        method: How it was made (``random``, ``temporal``, ``loo``, ``fixed``).
-        seed: The seed used.
-        num_users: Users in the dataset (ids ``0..num_users-1``).
-        num_items: Items in the dataset.
-        train: (user, item) pairs, int64 ``[n_train, 2]``; the only part graphs and training may see.
-        valid: (user, item) pairs, int64 ``[n_valid, 2]``, for tuning and early stopping (may be empty).
-        test: (user, item) pairs, int64 ``[n_test, 2]``, touched only for the final report.
-    """
-
-    method: str
-    seed: int
-    num_users: int
-    num_items: int
-    train: np.ndarray
-    valid: np.ndarray
-    test: np.ndarray
-
-    def part(self, name: str) -> np.ndarray:
-        """The (user, item) pairs of one part, int64 ``[n, 2]``.
-
-        Args:
-            name: ``train``, ``valid`` or ``test``.
-
-        Raises:
-            KeyError: For any other name.
-        """
-        if name not in PARTS:
-            raise KeyError(f"unknown split part {name!r}; expected one of {', '.join(PARTS)}")
-        pairs: np.ndarray = getattr(self, name)
-        return pairs
-
-    def describe(self) -> dict[str, int | str]:
-        """Counts for reports and run tags: interactions and distinct users per part, method, seed."""
-        out: dict[str, int | str] = {
-            "method": self.method,
-            "seed": self.seed,
-            "fingerprint": self.fingerprint,
-            "num_users": self.num_users,
-            "num_items": self.num_items,
-        }
-        for name in PARTS:
-            pairs = self.part(name)
-            out[name] = len(pairs)
-            out[f"{name}_users"] = len(np.unique(pairs[:, 0])) if len(pairs) else 0
-        return out
-
-    @cached_property
-    def fingerprint(self) -> str:
-        """A content hash (sha256, hex, first 16 chars) of the method, seed, sizes and every part."""
-        h = hashlib.sha256()
-        h.update(f"{self.method}|{self.seed}|{self.num_users}|{self.num_items}".encode())
-        for name in PARTS:
-            pairs = self.part(name)
-            h.update(f"|{name}:{len(pairs)}|".encode())
-            h.update(np.ascontiguousarray(pairs, dtype=np.int64).tobytes())
-        return h.hexdigest()[:16]
+__all__ = ["PARTS", "Split", "split_dataset"]
 
 
 def split_dataset(dataset: Dataset, config: SplitConfig) -> Split:
