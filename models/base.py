@@ -1,16 +1,36 @@
-"""The one interface every recommender implements, and the name -> class registry.
+"""The one contract every recommender implements, and the name -> class registry.
 
-Training, evaluation, tuning and serving only ever talk to :class:`Recommender`: they build a model with
-:meth:`Recommender.from_graphs`, ask it for :meth:`~Recommender.embeddings` and :meth:`~Recommender.score`,
-and train it with :meth:`~Recommender.loss`. None of them branches on a model's name; a new model is one new
-file with a ``@register_model`` class and one import line in ``models/registry.py``.
+Training, evaluation, tuning and serving only ever talk to :class:`Recommender`; none of them branches on
+a model's name. A model declares what it needs from the data (:attr:`Recommender.requires`) and what it can
+do (:attr:`~Recommender.inductive_users`, :attr:`~Recommender.closed_form`, ...); the pipeline reads these
+flags and refuses a mismatch before any work starts (:func:`unmet_requirements`).
+
+The contract, by path:
+
+* **Scoring** (every model): :meth:`Recommender.score_users` gives ``[B, I]`` scores of known users;
+  :meth:`Recommender.score_history` scores users unseen in training from the items they interacted with
+  (a :class:`History`). Inside ``with model.inference():`` expensive work (propagation, item towers) is
+  done once and reused by every call. The dot product is one implementation
+  (:class:`EmbeddingRecommender`), not the contract.
+* **SGD path** (``closed_form = False``): :meth:`Recommender.loss` of a batch of (user, positive,
+  negatives), with the hooks :meth:`~Recommender.on_epoch_start` (a seeded generator for the model's own
+  sampling: random walks, sub-graphs) and :meth:`~Recommender.training_negatives` (model-chosen hard
+  negatives).
+* **Closed-form path** (``closed_form = True``): :meth:`Recommender.fit` computes the model from the
+  training graph; no optimiser, no epochs.
+* **Export**: :meth:`Recommender.export` returns a :class:`models.serving.Servable`, the compact form the
+  MLflow pyfunc loads in a fresh process (embeddings, sparse item-item neighbours, or the network itself).
+
+A new model is one new file with a ``@register_model`` class and one import line in ``models/registry.py``.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any, ClassVar, Protocol, TypeVar
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol, TypeVar, get_args
 
 import torch
 from torch import Tensor, nn
@@ -19,6 +39,28 @@ from models.losses import LossName, batch_l2, ranking_loss
 
 if TYPE_CHECKING:
     from models.graphs import Graphs
+    from models.serving import Servable
+
+Requirement = Literal["user_item", "user_features", "item_features", "social", "kg"]
+"""What a model may need from the data: the user-item graph, feature tensors, the social graph, a KG."""
+
+REQUIREMENTS: tuple[str, ...] = get_args(Requirement)
+
+_REQUIREMENT_TEST: dict[str, Callable[[Graphs], bool]] = {
+    "user_item": lambda g: g.ui_edge_index.numel() > 0,
+    "user_features": lambda g: g.user_features is not None and g.user_features.shape[1] > 0,
+    "item_features": lambda g: g.item_features is not None and g.item_features.shape[1] > 0,
+    "social": lambda g: g.social_edge_index is not None and g.social_edge_index.numel() > 0,
+    "kg": lambda g: g.kg_edge_index is not None and g.kg_edge_index.numel() > 0,
+}
+
+_REQUIREMENT_HINT = {
+    "user_item": "the training part has no interactions",
+    "user_features": "the dataset has no user features (e.g. MovieLens u.user, a CSV user table)",
+    "item_features": "the dataset has no item features (e.g. MovieLens genres, Last.fm tags)",
+    "social": "the dataset has no social graph (e.g. Last.fm user_friends.dat, a RecBole .net file)",
+    "kg": "the dataset has no knowledge graph (e.g. a RecBole .kg file, MovieLens item attributes)",
+}
 
 
 class Trial(Protocol):
@@ -39,37 +81,88 @@ class Trial(Protocol):
         ...
 
 
-class Recommender(nn.Module, ABC):
-    """A recommender over ``num_users`` users and ``num_items`` items that ranks by embedding scores.
+@dataclass(frozen=True)
+class History:
+    """Interactions of users unseen in training, given at inference time (CSR over internal item ids).
 
-    Subclasses set ``name``, build their parameters in ``__init__`` (plain values only, ending with
-    :meth:`reset_parameters`), call :meth:`_record_hparams` with their hyperparameters, and implement
-    :meth:`embeddings` and :meth:`layer0_embeddings`. The default :meth:`score` is the dot product and the
-    default :meth:`loss` is BPR (or sampled softmax) with L2 on the batch's layer-0 embeddings.
+    Attributes:
+        indptr: ``items[indptr[b]:indptr[b + 1]]`` are user ``b``'s items, long ``[B + 1]``.
+        items: Internal item ids, long ``[nnz]``.
+        user_features: Optional encoded features of the new users, float ``[B, F_u]``.
+    """
+
+    indptr: Tensor
+    items: Tensor
+    user_features: Tensor | None = None
+
+    @classmethod
+    def from_lists(cls, lists: Sequence[Sequence[int]], *, user_features: Tensor | None = None) -> History:
+        """A history from one list of internal item ids per user (duplicates are kept once)."""
+        rows = [sorted({int(i) for i in items}) for items in lists]
+        lengths = torch.tensor([len(r) for r in rows], dtype=torch.long)
+        indptr = torch.zeros(len(rows) + 1, dtype=torch.long)
+        indptr[1:] = torch.cumsum(lengths, 0)
+        flat = torch.tensor([i for r in rows for i in r], dtype=torch.long)
+        return cls(indptr=indptr, items=flat, user_features=user_features)
+
+    def __len__(self) -> int:
+        return int(self.indptr.numel()) - 1
+
+    @property
+    def rows(self) -> Tensor:
+        """The row (user position) of every entry of :attr:`items`, long ``[nnz]``."""
+        lengths = self.indptr[1:] - self.indptr[:-1]
+        return torch.repeat_interleave(torch.arange(len(self), device=self.items.device), lengths)
+
+    def to(self, device: torch.device | str) -> History:
+        """This history on ``device``."""
+        feats = None if self.user_features is None else self.user_features.to(device)
+        return History(self.indptr.to(device), self.items.to(device), feats)
+
+    def to_dense(self, num_items: int, dtype: torch.dtype = torch.float32) -> Tensor:
+        """The binary interaction matrix ``[B, num_items]``."""
+        out = torch.zeros(len(self), num_items, dtype=dtype, device=self.items.device)
+        out[self.rows, self.items] = 1
+        return out
+
+
+class Recommender(nn.Module, ABC):
+    """A recommender over ``num_users`` users and ``num_items`` items (see the module docstring).
+
+    Subclasses set ``name`` and the capability flags, build their parameters in ``__init__`` (plain values
+    only, ending with :meth:`reset_parameters`), call :meth:`_record_hparams` with their hyperparameters, and
+    implement :meth:`default_hparams`, :meth:`search_space`, :meth:`score_users`, :meth:`score_history` and
+    either :meth:`loss` (SGD) or :meth:`fit` (closed form).
 
     Attributes:
         name: Registry key, lowercase (``"lightgcn"``).
+        family: What kind of model it is, for listings (``"embedding"``, ``"graph"``, ``"item-item"``...).
+        requires: What the model needs from the data (:data:`Requirement` names).
+        inductive_users: Users unseen in training are embedded by the model's network from their history.
+        inductive_items: Items unseen in training are scored from their features (and side information).
+        closed_form: Computed by :meth:`fit`, not trained by SGD.
+        new_users: One line saying how a user unseen in training is scored.
         num_users: U.
         num_items: I.
-        embedding_dim: Width of the layer-0 embeddings.
-        reg_weight: Coefficient of the batch L2 term in :meth:`loss`.
     """
 
     name: ClassVar[str]
+    family: ClassVar[str] = "embedding"
+    requires: ClassVar[frozenset[str]] = frozenset({"user_item"})
+    inductive_users: ClassVar[bool] = False
+    inductive_items: ClassVar[bool] = False
+    closed_form: ClassVar[bool] = False
+    new_users: ClassVar[str] = ""
 
-    def __init__(self, num_users: int, num_items: int, embedding_dim: int, reg_weight: float) -> None:
+    def __init__(self, num_users: int, num_items: int) -> None:
         super().__init__()
         if num_users <= 0 or num_items <= 0:
             raise ValueError(f"need at least one user and one item, got {num_users} users, {num_items} items")
-        if embedding_dim <= 0:
-            raise ValueError(f"embedding_dim must be positive, got {embedding_dim}")
-        if reg_weight < 0:
-            raise ValueError(f"reg_weight must be non-negative, got {reg_weight}")
         self.num_users = num_users
         self.num_items = num_items
-        self.embedding_dim = embedding_dim
-        self.reg_weight = reg_weight
         self._hparams: dict[str, Any] = {}
+        self._inference_cache: Any = None
+        self._generator: torch.Generator | None = None
 
     # -- construction -----------------------------------------------------------------------------------
 
@@ -77,7 +170,7 @@ class Recommender(nn.Module, ABC):
     def from_graphs(cls: type[RecommenderT], graphs: Graphs, **hparams: Any) -> RecommenderT:
         """Build the model for the graphs of a split, literature defaults overridden by ``hparams``.
 
-        Graph models override this to take their adjacency from ``graphs``.
+        Graph models override this to take their adjacency (and features) from ``graphs``.
 
         Args:
             graphs: The training graphs (only their sizes are used here).
@@ -114,6 +207,22 @@ class Recommender(nn.Module, ABC):
     def search_space(trial: Trial) -> dict[str, Any]:
         """Hyperparameters suggested by an Optuna-style ``trial`` (same keys as :meth:`default_hparams`)."""
 
+    @classmethod
+    def describe(cls) -> dict[str, Any]:
+        """Everything a listing or a UI shows of the model: family, needs, capabilities, defaults, space."""
+        return {
+            "name": cls.name,
+            "family": cls.family,
+            "requires": sorted(cls.requires),
+            "inductive_users": cls.inductive_users,
+            "inductive_items": cls.inductive_items,
+            "closed_form": cls.closed_form,
+            "new_users": cls.new_users,
+            "defaults": cls.default_hparams(),
+            "search_space": describe_search_space(cls),
+            "doc": (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else "",
+        }
+
     def reset_parameters(self) -> None:
         """Re-initialise every parameter (subclasses extend this)."""
 
@@ -129,7 +238,156 @@ class Recommender(nn.Module, ABC):
         args = ", ".join(f"{k}={v!r}" for k, v in self._hparams.items())
         return f"{type(self).__name__}({self.num_users} users, {self.num_items} items, {args})"
 
-    # -- forward ----------------------------------------------------------------------------------------
+    # -- training: SGD path -----------------------------------------------------------------------------
+
+    def on_epoch_start(self, epoch: int, generator: torch.Generator) -> None:
+        """Called by the trainer before each epoch (1-based) of the SGD path.
+
+        ``generator`` is the run's seeded generator: a model that samples (random walks, sub-graphs,
+        dropout masks of its own) draws from it, never from the global RNG, so runs are reproducible. The
+        default keeps it in ``self._generator`` for :meth:`loss` and :meth:`training_negatives`.
+        """
+        self._generator = generator
+
+    def training_negatives(self, users: Tensor, pos: Tensor, neg: Tensor) -> Tensor:
+        """The negatives a batch trains on: the trainer's ``neg`` ``[B, K]``, or the model's own choice.
+
+        A model with its own negative mining (PinSage's random-walk hard negatives) returns
+        ``[B, K']`` here; the default returns ``neg`` unchanged.
+        """
+        return neg
+
+    def loss(
+        self,
+        users: Tensor,
+        pos: Tensor,
+        neg: Tensor,
+        *,
+        loss: LossName = "bpr",
+        temperature: float = 0.2,
+    ) -> Tensor:
+        """Training loss of a batch of (user, positive, negatives); SGD models implement it.
+
+        Shapes:
+            users ``[B]``, pos ``[B]``, neg ``[B]`` or ``[B, K]`` -> scalar.
+        """
+        raise NotImplementedError(f"{type(self).__name__} is closed-form: it is computed by fit(), not SGD")
+
+    def candidate_scorer(self) -> ScoreFn:
+        """A no-grad ``score_fn(users [B], items [B, P]) -> [B, P]`` for hard-negative samplers.
+
+        Called once per training batch; the default scores the batch's users against every item with
+        :meth:`score_users` and gathers the candidates. Embedding models compute embeddings once instead.
+        """
+
+        def score_fn(users: Tensor, items: Tensor) -> Tensor:
+            with torch.no_grad():
+                return self.score_users(users).gather(1, items)
+
+        return score_fn
+
+    # -- training: closed-form path ---------------------------------------------------------------------
+
+    def fit(self, graphs: Graphs) -> None:
+        """Compute a closed-form model from the training graph (``closed_form = True`` models)."""
+        raise NotImplementedError(f"{type(self).__name__} is trained by SGD (loss()), not fit()")
+
+    # -- scoring ----------------------------------------------------------------------------------------
+
+    def precompute(self) -> Any:
+        """Work that :meth:`score_users`/:meth:`score_history` reuse across calls inside :meth:`inference`.
+
+        Embedding models return their propagated embeddings; the default is ``None`` (nothing to reuse).
+        """
+        return None
+
+    @contextmanager
+    def inference(self) -> Iterator[None]:
+        """Evaluation mode, no gradients, and :meth:`precompute` done once for every scoring call inside.
+
+        The previous training mode is restored and the cache dropped on exit.
+        """
+        was_training = self.training
+        self.eval()
+        try:
+            with torch.no_grad():
+                self._inference_cache = self.precompute()
+                yield
+        finally:
+            self._inference_cache = None
+            self.train(was_training)
+
+    @property
+    def cached(self) -> Any:
+        """What :meth:`precompute` returned, inside :meth:`inference`; ``None`` outside."""
+        return self._inference_cache
+
+    @abstractmethod
+    def score_users(self, users: Tensor) -> Tensor:
+        """Scores of every item for known users (higher ranks first); seen items are not masked here.
+
+        Args:
+            users: Internal user ids.
+
+        Returns:
+            The score matrix.
+
+        Shapes:
+            users ``[B]`` -> ``[B, I]``.
+        """
+
+    @abstractmethod
+    def score_history(self, history: History) -> Tensor:
+        """Scores of every item for users unseen in training, described by their interactions.
+
+        Args:
+            history: The new users' items (internal ids), and optionally their features.
+
+        Returns:
+            The score matrix; how it is computed is the model's :attr:`new_users` line.
+
+        Shapes:
+            ``len(history) = B`` -> ``[B, I]``.
+        """
+
+    # -- export -----------------------------------------------------------------------------------------
+
+    def export(self) -> Servable:
+        """The compact, servable form of the trained model (see :mod:`models.serving`).
+
+        The default keeps the whole network (:class:`models.serving.ModuleServable`).
+        """
+        from models.serving import ModuleServable
+
+        return ModuleServable(self)
+
+
+class EmbeddingRecommender(Recommender):
+    """A recommender that ranks by the dot product of final user and item embeddings.
+
+    Subclasses implement :meth:`embeddings` and :meth:`layer0_embeddings`. The loss is BPR (or sampled
+    softmax) with L2 on the batch's layer-0 embeddings. A new user is folded in: its vector solves a ridge
+    regression of its history on the item embeddings (:func:`fold_in`), so it needs no training and no
+    stored row. It exports as two embedding tables (:class:`models.serving.EmbeddingServable`).
+
+    Attributes:
+        embedding_dim: Width of the layer-0 embeddings.
+        reg_weight: Coefficient of the batch L2 term in :meth:`loss`.
+    """
+
+    new_users: ClassVar[str] = (
+        "fold-in: the user vector solves a ridge regression of the history on the item embeddings "
+        "(unobserved items weighted |H|/I), no training"
+    )
+
+    def __init__(self, num_users: int, num_items: int, embedding_dim: int, reg_weight: float) -> None:
+        super().__init__(num_users, num_items)
+        if embedding_dim <= 0:
+            raise ValueError(f"embedding_dim must be positive, got {embedding_dim}")
+        if reg_weight < 0:
+            raise ValueError(f"reg_weight must be non-negative, got {reg_weight}")
+        self.embedding_dim = embedding_dim
+        self.reg_weight = reg_weight
 
     @abstractmethod
     def embeddings(self) -> tuple[Tensor, Tensor]:
@@ -150,20 +408,35 @@ class Recommender(nn.Module, ABC):
             ``[U, d]`` and ``[I, d]``.
         """
 
+    def precompute(self) -> tuple[Tensor, Tensor]:
+        """The final embeddings, computed once per :meth:`inference` block."""
+        return self.embeddings()
+
+    def _final(self) -> tuple[Tensor, Tensor]:
+        cached = self.cached
+        return cached if cached is not None else self.embeddings()
+
     def score(self, user_emb: Tensor, item_emb: Tensor) -> Tensor:
-        """Scores of every item for a chunk of users (higher ranks first).
+        """Dot-product scores ``[B, I]`` of user rows ``[B, d]`` against item rows ``[I, d]``."""
+        return user_emb @ item_emb.T
 
-        Args:
-            user_emb: Rows of :meth:`embeddings`' users for the chunk.
-            item_emb: All (or some) item embeddings.
-
-        Returns:
-            The score matrix.
+    def score_users(self, users: Tensor) -> Tensor:
+        """Dot products of the users' final embeddings with every item's.
 
         Shapes:
-            user_emb ``[B, d]``, item_emb ``[I, d]`` -> ``[B, I]``.
+            users ``[B]`` -> ``[B, I]``.
         """
-        return user_emb @ item_emb.T
+        user_emb, item_emb = self._final()
+        return self.score(user_emb[users.to(user_emb.device)], item_emb)
+
+    def score_history(self, history: History) -> Tensor:
+        """Fold-in scores for new users: :func:`fold_in` vectors dotted with every item embedding.
+
+        Shapes:
+            ``len(history) = B`` -> ``[B, I]``.
+        """
+        _, item_emb = self._final()
+        return self.score(fold_in(item_emb, history.to(item_emb.device)), item_emb)
 
     def pair_score(self, user_emb: Tensor, item_emb: Tensor) -> Tensor:
         """Scores of given (user, item) pairs; must agree with :meth:`score`.
@@ -213,6 +486,56 @@ class Recommender(nn.Module, ABC):
             )
         return out
 
+    def candidate_scorer(self) -> ScoreFn:
+        """Hard-negative scorer over the embeddings of this moment (computed once per call)."""
+        return pair_score_fn(self)
+
+    def export(self) -> Servable:
+        """The two final embedding tables (:class:`models.serving.EmbeddingServable`)."""
+        from models.serving import EmbeddingServable
+
+        with self.inference():
+            user_emb, item_emb = self._final()
+            return EmbeddingServable(user_emb.detach().float().cpu(), item_emb.detach().float().cpu())
+
+
+def fold_in(item_emb: Tensor, history: History, *, ridge: float = 1e-3) -> Tensor:
+    """User vectors for new users from the embeddings of the items in their history (no training).
+
+    For each user with history ``H`` the vector ``u`` minimises
+    ``sum_{i in H} (1 - u.v_i)^2 + (|H| / I) sum_{all i} (u.v_i)^2 + lam ||u||^2``: its history should score
+    high and the catalogue as a whole low (the implicit-feedback fold-in of iALS, Hu et al. 2008), with
+    ``lam = ridge * trace(V^T V) / d`` so the penalty follows the embeddings' scale. The closed form is
+    ``u = ((|H|/I) V^T V + V_H^T V_H + lam I)^-1 V_H^T 1``, one ``d x d`` solve per user, batched. A user
+    with an empty history gets the zero vector (all scores 0: callers fall back to popularity).
+
+    Args:
+        item_emb: Final item embeddings ``V``.
+        history: The users' items.
+        ridge: Relative ridge strength.
+
+    Returns:
+        User vectors.
+
+    Shapes:
+        item_emb ``[I, d]``, ``len(history) = B`` -> ``[B, d]``.
+    """
+    num_items, dim = item_emb.shape
+    v = item_emb.to(torch.float64)
+    gram = v.T @ v  # [d, d]
+    lam = ridge * float(torch.diagonal(gram).sum()) / dim + 1e-12
+    rows, items = history.rows, history.items
+    batch = len(history)
+    counts = (history.indptr[1:] - history.indptr[:-1]).to(torch.float64)
+    vh = v[items]  # [nnz, d]
+    outer = torch.zeros(batch, dim, dim, dtype=torch.float64, device=v.device)
+    outer.index_add_(0, rows, vh.unsqueeze(2) * vh.unsqueeze(1))
+    rhs = torch.zeros(batch, dim, dtype=torch.float64, device=v.device).index_add_(0, rows, vh)
+    eye = torch.eye(dim, dtype=torch.float64, device=v.device)
+    lhs = (counts / num_items).view(-1, 1, 1) * gram + outer + lam * eye
+    users = torch.linalg.solve(lhs, rhs.unsqueeze(2)).squeeze(2)
+    return users.to(item_emb.dtype)
+
 
 def gather_rows(table: Tensor, index: Tensor) -> Tensor:
     """``table[index]`` for an index of any shape, with a deterministic gradient on CPU.
@@ -227,6 +550,39 @@ def gather_rows(table: Tensor, index: Tensor) -> Tensor:
 
 
 RecommenderT = TypeVar("RecommenderT", bound=Recommender)
+
+
+def unmet_requirements(cls: type[Recommender], graphs: Graphs) -> list[str]:
+    """What ``cls`` needs that ``graphs`` lacks, one readable reason per missing requirement."""
+    return [
+        f"needs {req.replace('_', '-')}: {_REQUIREMENT_HINT[req]}"
+        for req in sorted(cls.requires)
+        if not _REQUIREMENT_TEST[req](graphs)
+    ]
+
+
+def describe_search_space(cls: type[Recommender]) -> dict[str, Any]:
+    """The search space as data: ``{name: {"type": ..., "low"/"high"/"log" or "choices"}}``."""
+    out: dict[str, Any] = {}
+
+    class _Recorder:
+        def suggest_float(
+            self, name: str, low: float, high: float, *, step: float | None = None, log: bool = False
+        ) -> float:
+            out[name] = {"type": "float", "low": low, "high": high, "log": log}
+            return low
+
+        def suggest_int(self, name: str, low: int, high: int, *, step: int = 1, log: bool = False) -> int:
+            out[name] = {"type": "int", "low": low, "high": high, "log": log}
+            return low
+
+        def suggest_categorical(self, name: str, choices: Sequence[Any]) -> Any:
+            out[name] = {"type": "categorical", "choices": list(choices)}
+            return choices[0]
+
+    cls.search_space(_Recorder())
+    return out
+
 
 MODELS: dict[str, type[Recommender]] = {}
 """Registry from model name to class, filled by :func:`register_model` (see ``models/registry.py``)."""
@@ -270,7 +626,7 @@ ScoreFn = Callable[[Tensor, Tensor], Tensor]
 """``score_fn(users [B], items [B, P]) -> scores [B, P]``, as hard-negative samplers take it."""
 
 
-def pair_score_fn(model: Recommender) -> ScoreFn:
+def pair_score_fn(model: EmbeddingRecommender) -> ScoreFn:
     """A no-grad ``score_fn`` for hard-negative samplers, computing the model's embeddings once.
 
     Args:

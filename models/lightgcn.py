@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor, nn
 
-from models.base import Recommender, Trial, register_model
+from models.base import EmbeddingRecommender, Trial, register_model
 from models.sparse import as_csr, symmetric_spmm
 
 if TYPE_CHECKING:
@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 
 
 @register_model
-class LightGCN(Recommender):
+class LightGCN(EmbeddingRecommender):
     """LightGCN over a fixed symmetric-normalised joint adjacency (users ``0..U-1``, items at ``U..U+I-1``).
 
     Args:
@@ -38,6 +38,7 @@ class LightGCN(Recommender):
     """
 
     name = "lightgcn"
+    family = "graph"
     adj: Tensor
     alpha: Tensor
 

@@ -11,11 +11,11 @@ from typing import Any
 
 from torch import Tensor, nn
 
-from models.base import Recommender, Trial, register_model
+from models.base import EmbeddingRecommender, Trial, register_model
 
 
 @register_model
-class MFBPR(Recommender):
+class MFBPR(EmbeddingRecommender):
     """User and item embedding tables scored by their dot product.
 
     Args:
@@ -27,6 +27,7 @@ class MFBPR(Recommender):
     """
 
     name = "mf"
+    family = "embedding"
 
     def __init__(
         self,

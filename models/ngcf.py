@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from models.base import Recommender, Trial, register_model
+from models.base import EmbeddingRecommender, Trial, register_model
 from models.sparse import as_csr, symmetric_spmm
 
 if TYPE_CHECKING:
@@ -35,7 +35,7 @@ if TYPE_CHECKING:
 
 
 @register_model
-class NGCF(Recommender):
+class NGCF(EmbeddingRecommender):
     """NGCF over a fixed symmetric-normalised joint adjacency (users ``0..U-1``, items at ``U..U+I-1``).
 
     Args:
@@ -54,6 +54,7 @@ class NGCF(Recommender):
     """
 
     name = "ngcf"
+    family = "graph"
     adj: Tensor
     inv_degree: Tensor
     w1: nn.ModuleList

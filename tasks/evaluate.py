@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, replace
 from typing import Literal, Protocol
 
@@ -74,23 +75,23 @@ class Metrics:
 class Scorer(Protocol):
     """What :func:`evaluate` needs from a recommender (``models.base.Recommender`` provides it)."""
 
-    training: bool
-
-    def embeddings(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """Final user ``[U, d]`` and item ``[I, d]`` embeddings."""
+    def inference(self) -> AbstractContextManager[None]:
+        """Evaluation mode, no gradients, shared precomputation for the calls inside."""
         ...
 
-    def score(self, user_emb: torch.Tensor, item_emb: torch.Tensor) -> torch.Tensor:
-        """Scores ``[B, I]`` of a chunk of users ``[B, d]`` against every item ``[I, d]``."""
+    def score_users(self, users: torch.Tensor) -> torch.Tensor:
+        """Scores ``[B, I]`` of known users ``[B]`` against every item."""
         ...
 
-    def train(self, mode: bool = True) -> object:
-        """Set training mode."""
-        ...
 
-    def eval(self) -> object:
-        """Set evaluation mode."""
-        ...
+def _device_of(model: object) -> torch.device:
+    """The device of a module's first parameter or buffer (CPU for anything else)."""
+    for source in ("parameters", "buffers"):
+        tensors = getattr(model, source, None)
+        if callable(tensors):
+            for t in tensors():
+                return torch.device(t.device)
+    return torch.device("cpu")
 
 
 def _pairs(pairs: torch.Tensor | np.ndarray, name: str, num_users: int, num_items: int) -> torch.Tensor:
@@ -321,42 +322,36 @@ def evaluate(
 ) -> Metrics:
     """Full-ranking metrics of a recommender on the validation or test part.
 
-    Training items are masked; for ``test`` the validation items are masked too. Embeddings are computed
-    once (propagation included), then users are scored chunk by chunk. The model's training mode is
-    restored afterwards.
+    Training items are masked; for ``test`` the validation items are masked too. Inside
+    ``model.inference()`` the model's precomputation (propagation, for graph models) is done once, then users
+    are scored chunk by chunk with ``model.score_users``. The model's training mode is restored afterwards.
 
     Args:
-        model: A recommender with ``embeddings()`` and ``score(user_emb, item_emb)``.
+        model: A recommender (``inference()`` and ``score_users(users) -> [B, I]``).
         split: The split whose ``part`` is evaluated.
         part: ``valid`` or ``test``.
         ks: Cut-offs.
         chunk_size: Users scored at once.
-        device: Where to score; ``None`` uses the embeddings' device.
+        device: Where to rank; ``None`` uses the device of the model's scores.
 
     Returns:
-        The metrics; ``seconds`` includes computing the embeddings.
+        The metrics; ``seconds`` includes the precomputation.
     """
     start = time.perf_counter()
     truth, exclude = _truth_and_exclude(split, part)
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            user_emb, item_emb = model.embeddings()
-            if device is not None:
-                user_emb, item_emb = user_emb.to(device), item_emb.to(device)
-            metrics = full_ranking_metrics(
-                lambda users: model.score(user_emb[users], item_emb),
-                truth,
-                exclude,
-                split.num_users,
-                split.num_items,
-                ks,
-                chunk_size=chunk_size,
-                device=item_emb.device,
-            )
-    finally:
-        model.train(was_training)
+    with model.inference():
+        if device is None:
+            device = _device_of(model)
+        metrics = full_ranking_metrics(
+            model.score_users,
+            truth,
+            exclude,
+            split.num_users,
+            split.num_items,
+            ks,
+            chunk_size=chunk_size,
+            device=device,
+        )
     return replace(metrics, seconds=time.perf_counter() - start)
 
 

@@ -1,22 +1,25 @@
 """The served recommender: an MLflow pyfunc model that returns the top-K unseen items for raw user ids.
 
-A trained :class:`models.base.Recommender` is exported as plain numpy arrays, so serving needs neither torch
-nor the training code's graphs:
+A trained :class:`models.base.Recommender` is exported with :meth:`~models.base.Recommender.export` as a
+:class:`models.serving.Servable` (embedding tables, a sparse item-item matrix, or the network itself), beside
+plain numpy arrays that every family shares:
 
-* ``embeddings.npz``: final user and item embeddings (``user_emb [U, d]``, ``item_emb [I, d]``);
+* ``servable/``: the model's servable form (``servable.json`` says which);
 * ``seen_items.npz``: every item each user has interacted with in the whole dataset (train, valid and test),
   as CSR ``indptr [U + 1]`` / ``indices [nnz]``; these are never recommended;
 * ``id_maps.npz``: the raw user and item ids (``user_ids [U]``, ``item_ids [I]``);
 * ``popularity.npy``: item indices by decreasing training popularity, for the fallback.
 
-Scores are the dot product of user and item embeddings, which is :meth:`Recommender.score` for every model
-that does not override it; exporting a model that overrides ``score`` raises ``NotImplementedError``.
+Input: a DataFrame with a ``user`` column of raw user ids and/or a ``history`` column of raw item ids
+(comma-separated text, or a list when called in-process), and an optional ``k`` column (per-row K);
+otherwise the ``k`` inference parameter (default 10). A row with a non-empty ``history`` is a **new user**:
+it is scored from that history by the model's own rule (fold-in, its network, or item-item weights;
+:attr:`models.base.Recommender.new_users`) without retraining, and the history's items are not
+recommended. A history item the model does not know raises ``ValueError`` naming it. Output: one row per
+recommendation with columns ``user`` (as given), ``rank`` (1..K), ``item`` (raw item id), ``score`` and
+``fallback``.
 
-Input: a DataFrame with a ``user`` column of raw user ids and an optional ``k`` column (per-row K); otherwise
-the ``k`` inference parameter (default 10). Output: one row per recommendation with columns ``user`` (as
-given), ``rank`` (1..K), ``item`` (raw item id), ``score`` and ``fallback``.
-
-**Fallback for unknown users** (ids absent from the training data): the K most popular items of the training
+**Fallback** for a row with neither a known user nor a history: the K most popular items of the training
 part, in order of popularity, with ``fallback = True`` and the item's share of training interactions as
 ``score``. Known users with fewer than K unseen items get only those.
 """
@@ -39,6 +42,7 @@ if TYPE_CHECKING:
     from mlflow.models.model import ModelInfo
 
     from models.base import Recommender
+    from models.serving import Servable
     from tasks.ingest.dataset import Dataset
     from tasks.split import Split
 
@@ -56,6 +60,41 @@ def seen_csr(user: np.ndarray, item: np.ndarray, num_users: int) -> tuple[np.nda
     counts = np.bincount(pairs[:, 0], minlength=num_users) if len(pairs) else np.zeros(num_users, np.int64)
     indptr = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
     return indptr, pairs[:, 1].astype(np.int64)
+
+
+def mask_and_top_k(scores: np.ndarray, masks: list[np.ndarray], k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Top-``k`` columns of each row of ``scores`` after setting the row's ``masks`` entries to ``-inf``.
+
+    Args:
+        scores: Score matrix (modified in place).
+        masks: One array of column indices per row, never returned.
+        k: How many per row (clipped to the number of columns).
+
+    Returns:
+        ``(items, scores)``; a slot that only a masked item could fill holds item ``-1`` and score ``-inf``.
+
+    Shapes:
+        scores ``[B, I]`` -> items ``[B, k]`` (int64), scores ``[B, k]`` (float64).
+    """
+    num_items = scores.shape[1]
+    k = max(0, min(int(k), num_items))
+    if k == 0 or len(scores) == 0:
+        return np.full((len(scores), k), -1, np.int64), np.full((len(scores), k), -np.inf)
+    scores = scores.astype(np.float64, copy=False)
+    lengths = np.array([len(m) for m in masks], dtype=np.int64)
+    if lengths.sum():
+        scores[np.repeat(np.arange(len(masks)), lengths), np.concatenate(masks).astype(np.int64)] = -np.inf
+    part = (
+        np.argpartition(-scores, k - 1, axis=1)[:, :k]
+        if k < num_items
+        else np.tile(np.arange(num_items), (len(scores), 1))
+    )
+    part_scores = np.take_along_axis(scores, part, axis=1)
+    order = np.argsort(-part_scores, axis=1, kind="stable")
+    top = np.take_along_axis(part, order, axis=1)
+    top_scores = np.take_along_axis(part_scores, order, axis=1)
+    top[~np.isfinite(top_scores)] = -1
+    return top.astype(np.int64), top_scores
 
 
 def top_k_unseen(
@@ -79,42 +118,26 @@ def top_k_unseen(
         chunk: Users scored at once (bounds memory at ``chunk x I`` floats).
 
     Returns:
-        ``(items, scores)``; a slot whose item would be seen (the user has fewer than ``k`` unseen items)
-            holds
-        item ``-1`` and score ``-inf``.
+        ``(items, scores)`` as :func:`mask_and_top_k` returns them.
 
     Shapes:
-        user_emb ``[U, d]``, item_emb ``[I, d]``, users ``[B]`` -> items ``[B, k]`` (int64),
-        scores ``[B, k]``.
+        user_emb ``[U, d]``, item_emb ``[I, d]``, users ``[B]`` -> items ``[B, k]``, scores ``[B, k]``.
     """
-    num_items = item_emb.shape[0]
-    k = max(0, min(int(k), num_items))
-    out_items = np.full((len(users), k), -1, dtype=np.int64)
-    out_scores = np.full((len(users), k), -np.inf, dtype=np.float64)
-    if k == 0 or len(users) == 0:
-        return out_items, out_scores
-    for start in range(0, len(users), chunk):
-        batch = users[start : start + chunk]
-        scores = (user_emb[batch] @ item_emb.T).astype(np.float64)
-        # Mask seen items: row r gets the indices of user batch[r], all at once.
-        lengths = indptr[batch + 1] - indptr[batch]
-        rows = np.repeat(np.arange(len(batch)), lengths)
-        offsets = np.arange(lengths.sum()) - np.repeat(np.cumsum(lengths) - lengths, lengths)
-        cols = indices[np.repeat(indptr[batch], lengths) + offsets]
-        scores[rows, cols] = -np.inf
-        part = (
-            np.argpartition(-scores, k - 1, axis=1)[:, :k]
-            if k < num_items
-            else np.tile(np.arange(num_items), (len(batch), 1))
+    return _chunked_top_k(lambda batch: user_emb[batch] @ item_emb.T, users, indptr, indices, k, chunk)
+
+
+def _chunked_top_k(
+    score_fn: Any, users: np.ndarray, indptr: np.ndarray, indices: np.ndarray, k: int, chunk: int = 1024
+) -> tuple[np.ndarray, np.ndarray]:
+    outs = [
+        mask_and_top_k(
+            np.asarray(score_fn(batch), dtype=np.float64),
+            [indices[indptr[u] : indptr[u + 1]] for u in batch],
+            k,
         )
-        part_scores = np.take_along_axis(scores, part, axis=1)
-        order = np.argsort(-part_scores, axis=1, kind="stable")
-        top = np.take_along_axis(part, order, axis=1)
-        top_scores = np.take_along_axis(part_scores, order, axis=1)
-        top[~np.isfinite(top_scores)] = -1
-        out_items[start : start + len(batch)] = top
-        out_scores[start : start + len(batch)] = top_scores
-    return out_items, out_scores
+        for batch in (users[s : s + chunk] for s in range(0, max(len(users), 1), chunk))
+    ]
+    return np.concatenate([o[0] for o in outs]), np.concatenate([o[1] for o in outs])
 
 
 def _id_array(ids: np.ndarray) -> np.ndarray:
@@ -126,45 +149,25 @@ def _id_array(ids: np.ndarray) -> np.ndarray:
 
 
 def export_recommender(model: Recommender, dataset: Dataset, split: Split, out_dir: Path) -> dict[str, str]:
-    """Write the arrays the pyfunc model serves from.
+    """Write what the pyfunc model serves from: the model's servable form and the shared arrays.
 
     Args:
-        model: The trained model (any device).
+        model: The trained model (any device, any family).
         dataset: The dataset (raw ids; all its interactions count as seen).
         split: The split (training popularity for the fallback).
         out_dir: Folder to write into (created).
 
     Returns:
-        MLflow ``artifacts`` mapping: artifact name -> file path.
-
-    Raises:
-        NotImplementedError: When the model overrides ``score`` (serving ranks by dot product).
+        MLflow ``artifacts`` mapping: artifact name -> file or folder path.
     """
-    from models.base import Recommender as Base
-
-    if type(model).score is not Base.score:
-        raise NotImplementedError(
-            f"{type(model).__name__} overrides score(); the served recommender ranks by dot product only."
-        )
-    import torch
-
     out_dir.mkdir(parents=True, exist_ok=True)
-    was_training = model.training
-    model.eval()
-    with torch.no_grad():
-        user_emb, item_emb = model.embeddings()
-    model.train(was_training)
     paths = {
-        "embeddings": out_dir / "embeddings.npz",
+        "servable": out_dir / "servable",
         "seen_items": out_dir / "seen_items.npz",
         "id_maps": out_dir / "id_maps.npz",
         "popularity": out_dir / "popularity.npy",
     }
-    np.savez(
-        paths["embeddings"],
-        user_emb=user_emb.detach().float().cpu().numpy(),
-        item_emb=item_emb.detach().float().cpu().numpy(),
-    )
+    model.export().save(paths["servable"])
     indptr, indices = seen_csr(dataset.user, dataset.item, dataset.num_users)
     np.savez(paths["seen_items"], indptr=indptr, indices=indices)
     np.savez(paths["id_maps"], user_ids=_id_array(dataset.user_ids), item_ids=_id_array(dataset.item_ids))
@@ -179,12 +182,18 @@ def _mlflow_type(ids: np.ndarray) -> str:
 
 
 def recommender_signature(user_ids: np.ndarray, item_ids: np.ndarray) -> Any:
-    """The pyfunc signature: ``user`` (+ optional ``k``) in; ``user, rank, item, score, fallback`` out."""
+    """The pyfunc signature: optional ``user``, ``history``, ``k`` in; ``user, rank, item, score,...`` out."""
     from mlflow.models.signature import ModelSignature
     from mlflow.types.schema import ColSpec, ParamSchema, ParamSpec, Schema
 
     user_type, item_type = _mlflow_type(user_ids), _mlflow_type(item_ids)
-    inputs = Schema([ColSpec(user_type, "user"), ColSpec("long", "k", required=False)])
+    inputs = Schema(
+        [
+            ColSpec(user_type, "user", required=False),
+            ColSpec("string", "history", required=False),
+            ColSpec("long", "k", required=False),
+        ]
+    )
     outputs = Schema(
         [
             ColSpec(user_type, "user"),
@@ -202,7 +211,7 @@ def recommender_signature(user_ids: np.ndarray, item_ids: np.ndarray) -> Any:
 def _pip_requirements() -> list[str]:
     from importlib.metadata import version
 
-    return [f"{name}=={version(name)}" for name in ("mlflow", "numpy", "pandas")]
+    return [f"{name}=={version(name)}" for name in ("mlflow", "numpy", "pandas", "torch", "torch-geometric")]
 
 
 def log_recommender(
@@ -244,7 +253,7 @@ def log_recommender(
             warnings.simplefilter("ignore", UserWarning)
             return mlflow.pyfunc.log_model(
                 name="recommender",
-                python_model=EmbeddingRecommender(),
+                python_model=ServedRecommender(),
                 artifacts=artifacts,
                 signature=recommender_signature(dataset.user_ids, dataset.item_ids),
                 pip_requirements=_pip_requirements(),
@@ -255,10 +264,10 @@ def log_recommender(
         pyfunc_logger.setLevel(level)
 
 
-class EmbeddingRecommender(PythonModel):
-    """MLflow pyfunc model: top-K unseen items per raw user id, with a popularity fallback.
+class ServedRecommender(PythonModel):
+    """MLflow pyfunc model: top-K unseen items per raw user id or per history, with a popularity fallback.
 
-    See the module docstring for the input and output columns and the fallback.
+    See the module docstring for the input and output columns, new users and the fallback.
     """
 
     def load_context(self, context: Any) -> None:
@@ -266,28 +275,29 @@ class EmbeddingRecommender(PythonModel):
         self._load(context.artifacts)
 
     def _load(self, artifacts: Mapping[str, str]) -> None:
-        emb = np.load(artifacts["embeddings"])
-        self.user_emb = emb["user_emb"]
-        self.item_emb = emb["item_emb"]
+        from models.serving import EmbeddingServable, load_servable
+
+        self.servable: Servable
+        if "servable" in artifacts:
+            self.servable = load_servable(artifacts["servable"])
+        else:  # versions registered before servables: two embedding tables
+            import torch
+
+            emb = np.load(artifacts["embeddings"])
+            self.servable = EmbeddingServable(
+                torch.from_numpy(emb["user_emb"]), torch.from_numpy(emb["item_emb"])
+            )
         seen = np.load(artifacts["seen_items"])
         self.indptr, self.indices = seen["indptr"], seen["indices"]
         ids = np.load(artifacts["id_maps"])
         self.user_ids, self.item_ids = ids["user_ids"], ids["item_ids"]
         pop = np.load(artifacts["popularity"])
         self.popular, self.popular_counts = pop[0], pop[1]
-        self._numeric_users = self.user_ids.dtype.kind in "iu"
-        self._index = {self._key(u): i for i, u in enumerate(self.user_ids.tolist())}
+        self._index = {_id_key(u, self.user_ids): i for i, u in enumerate(self.user_ids.tolist())}
+        self._item_index = {_id_key(i, self.item_ids): n for n, i in enumerate(self.item_ids.tolist())}
 
     def _key(self, raw: Any) -> str:
-        """Normalise a raw id from any transport (JSON float 3.0, string "3", numpy int) to one key."""
-        if self._numeric_users:
-            try:
-                as_float = float(raw)
-            except (TypeError, ValueError):
-                return str(raw)
-            if as_float.is_integer():
-                return str(int(as_float))
-        return str(raw)
+        return _id_key(raw, self.user_ids)
 
     def score_users_raw(self, raw_users: Any) -> np.ndarray:
         """Scores of every item of this model for known raw user ids, seen items not masked.
@@ -309,7 +319,29 @@ class EmbeddingRecommender(PythonModel):
         unknown = [raw[i] for i in np.nonzero(internal < 0)[0][:5]]
         if unknown:
             raise KeyError(f"users unknown to this model: {unknown}")
-        return (self.user_emb[internal] @ self.item_emb.T).astype(np.float64)
+        return self.servable.score_users(internal).astype(np.float64)
+
+    def history_items(self, history: Any) -> np.ndarray:
+        """Internal item ids of a raw history (comma-separated text or a list); duplicates dropped.
+
+        Raises:
+            ValueError: naming the history items this model does not know.
+        """
+        if history is None or (isinstance(history, float) and np.isnan(history)):
+            return np.zeros(0, dtype=np.int64)
+        tokens = (
+            [t.strip() for t in history.split(",") if t.strip()]
+            if isinstance(history, str)
+            else list(history)
+        )
+        keys = [_id_key(t, self.item_ids) for t in tokens]
+        unknown = [t for t, key in zip(tokens, keys, strict=True) if key not in self._item_index]
+        if unknown:
+            raise ValueError(
+                f"history item(s) {unknown[:5]} are not in this model's catalogue of {len(self.item_ids)} "
+                "items; pass raw item ids the model was trained on"
+            )
+        return np.unique(np.array([self._item_index[k] for k in keys], dtype=np.int64))
 
     # A DataFrame hint is one MLflow does not derive a signature from: the explicit signature applies.
     def predict(
@@ -319,52 +351,92 @@ class EmbeddingRecommender(PythonModel):
 
         Args:
             context: MLflow context (unused; arrays are loaded in :meth:`load_context`).
-            model_input: DataFrame with column ``user`` (raw ids) and optional ``k``; a list or a dict of
-                lists is turned into one.
+            model_input: DataFrame with column ``user`` (raw ids) and/or ``history`` (raw item ids), and
+                optional ``k``; a list or a dict of lists is turned into one.
             params: Optional ``{"k": K}`` (default 10), used where a row has no ``k``.
 
         Returns:
-            Columns ``user, rank, item, score, fallback``, ``k`` rows per user in rank order (fewer when a
-            user
-            has fewer unseen items).
+            Columns ``user, rank, item, score, fallback``, ``k`` rows per input row in rank order (fewer
+            when fewer unseen items remain).
+
+        Raises:
+            ValueError: on a frame with neither column, ``k < 1``, or an unknown history item.
         """
         frame = model_input if isinstance(model_input, pd.DataFrame) else pd.DataFrame(model_input)
-        if "user" not in frame.columns:
+        if "user" not in frame.columns and "history" not in frame.columns:
             raise ValueError(
-                f"the input needs a 'user' column of raw user ids, got columns {list(frame.columns)}"
+                "the input needs a 'user' column of raw user ids or a 'history' column of raw item ids, "
+                f"got columns {list(frame.columns)}"
             )
         default_k = int((params or {}).get("k") or DEFAULT_K)
         if default_k < 1:
             raise ValueError(f"k must be positive, got {default_k}")
-        ks = np.full(len(frame), default_k, dtype=np.int64)
+        n = len(frame)
+        ks = np.full(n, default_k, dtype=np.int64)
         if "k" in frame.columns:
             given = pd.to_numeric(frame["k"], errors="coerce").to_numpy(dtype=np.float64)
             ks = np.where(np.isfinite(given) & (given >= 1), given, default_k).astype(np.int64)
         ks = np.minimum(ks, len(self.item_ids))
-        raw_users = frame["user"].tolist()
-        internal = np.array([self._index.get(self._key(u), -1) for u in raw_users], dtype=np.int64)
-        known = internal >= 0
-        max_k = int(ks.max()) if len(ks) else 0
-        items = np.full((len(frame), max_k), -1, dtype=np.int64)
-        scores = np.full((len(frame), max_k), -np.inf)
+        raw_users = frame["user"].tolist() if "user" in frame.columns else [None] * n
+        histories = (
+            [self.history_items(h) for h in frame["history"].tolist()]
+            if "history" in frame.columns
+            else [np.zeros(0, np.int64)] * n
+        )
+        internal = np.array(
+            [-1 if u is None else self._index.get(self._key(u), -1) for u in raw_users], dtype=np.int64
+        )
+        has_history = np.array([len(h) > 0 for h in histories], dtype=bool)
+        known = (internal >= 0) & ~has_history
+        fallback = ~known & ~has_history
+        max_k = int(ks.max()) if n else 0
+        items = np.full((n, max_k), -1, dtype=np.int64)
+        scores = np.full((n, max_k), -np.inf)
         if known.any():
-            items[known], scores[known] = top_k_unseen(
-                self.user_emb, self.item_emb, internal[known], self.indptr, self.indices, max_k
+            items[known], scores[known] = _chunked_top_k(
+                self.servable.score_users, internal[known], self.indptr, self.indices, max_k
             )
-        if (~known).any():
+        if has_history.any():
+            rows = np.nonzero(has_history)[0]
+            lists = [histories[r] for r in rows]
+            lengths = np.array([len(h) for h in lists], dtype=np.int64)
+            hist_indptr = np.concatenate([[0], np.cumsum(lengths)])
+            masks = []
+            for r, h in zip(rows, lists, strict=True):
+                u = internal[r]
+                masks.append(h if u < 0 else np.union1d(h, self.indices[self.indptr[u] : self.indptr[u + 1]]))
+            hist_scores = self.servable.score_history(hist_indptr, np.concatenate(lists))
+            items[rows], scores[rows] = mask_and_top_k(hist_scores, masks, max_k)
+        if fallback.any():
             total = max(int(self.popular_counts.sum()), 1)
-            items[~known] = self.popular[:max_k]
-            scores[~known] = self.popular_counts[:max_k] / total
-        rank = np.tile(np.arange(1, max_k + 1), (len(frame), 1))
+            items[fallback] = self.popular[:max_k]
+            scores[fallback] = self.popular_counts[:max_k] / total
+        rank = np.tile(np.arange(1, max_k + 1), (n, 1))
         keep = (rank <= ks[:, None]) & (items >= 0)
-        rows = np.nonzero(keep)[0]
+        rows_out = np.nonzero(keep)[0]
         return pd.DataFrame(
             {
-                "user": [raw_users[r] for r in rows],
+                "user": [raw_users[r] for r in rows_out],
                 "rank": rank[keep].astype(np.int64),
                 "item": self.item_ids[items[keep]],
                 "score": scores[keep].astype(np.float64),
-                "fallback": ~known[rows],
+                "fallback": fallback[rows_out],
             },
             columns=list(OUTPUT_COLUMNS),
         )
+
+
+EmbeddingRecommender = ServedRecommender
+"""The name versions registered before servables were pickled under (they load through the same class)."""
+
+
+def _id_key(raw: Any, ids: np.ndarray) -> str:
+    """Normalise a raw id from any transport (JSON float 3.0, string "3", numpy int) to one key."""
+    if ids.dtype.kind in "iu":
+        try:
+            as_float = float(raw)
+        except (TypeError, ValueError):
+            return str(raw)
+        if as_float.is_integer():
+            return str(int(as_float))
+    return str(raw)

@@ -20,7 +20,7 @@ from typing import Any, Literal
 import torch
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from models.base import Recommender, pair_score_fn
+from models.base import Recommender
 from models.registry import get_model
 from models.samplers import make_negative_sampler
 from tasks.evaluate import METRIC_NAMES, Metrics, evaluate
@@ -229,14 +229,18 @@ def train(
 
     with torch.random.fork_rng(devices=cuda_devices):
         torch.manual_seed(config.seed)
-        model = cls.from_graphs(graphs, **config.hparams).to(device)
-        optimizer = make_optimizer(model, config.lr)
+        model = cls.from_graphs(graphs, **config.hparams)
         generator = torch.Generator(device=device)
         generator.manual_seed(config.seed)
         state = _State()
-        if resume and checkpoint_path is not None and Path(checkpoint_path).exists():
-            state = _load_checkpoint(Path(checkpoint_path), model, optimizer, generator, config, device)
-        _fit(model, optimizer, generator, graphs, split, config, state, device, on_epoch, checkpoint_path)
+        if cls.closed_form:
+            _fit_closed_form(model, graphs, split, config, state, device, on_epoch)
+        else:
+            model = model.to(device)
+            optimizer = make_optimizer(model, config.lr)
+            if resume and checkpoint_path is not None and Path(checkpoint_path).exists():
+                state = _load_checkpoint(Path(checkpoint_path), model, optimizer, generator, config, device)
+            _fit(model, optimizer, generator, graphs, split, config, state, device, on_epoch, checkpoint_path)
 
     if state.best_state is not None:
         model.load_state_dict(state.best_state)
@@ -254,6 +258,40 @@ def train(
         device=str(device),
         stop_reason=state.stop_reason,
     )
+
+
+def _fit_closed_form(
+    model: Recommender,
+    graphs: Graphs,
+    split: Split,
+    config: TrainConfig,
+    state: _State,
+    device: torch.device,
+    on_epoch: OnEpoch | None,
+) -> None:
+    """The closed-form path: one :meth:`~models.base.Recommender.fit`, then one validation evaluation.
+
+    The history holds one record (``epoch`` 1, ``loss`` 0, ``seconds`` of the fit) so that reports and
+    tuning read closed-form and SGD models alike; ``epochs``, ``lr`` and the samplers do not apply.
+    """
+    assert state.history is not None
+    started = time.perf_counter()
+    model.fit(graphs)
+    model.to(device)
+    record: dict[str, float] = {"epoch": 1.0, "loss": 0.0, "seconds": time.perf_counter() - started}
+    state.epoch = state.best_epoch = 1
+    state.stop_reason = "closed_form"
+    if len(split.valid) > 0:
+        eval_kwargs: dict[str, Any] = {}
+        if config.eval_chunk_size is not None:
+            eval_kwargs["chunk_size"] = config.eval_chunk_size
+        metrics = evaluate(model, split, "valid", config.ks, **eval_kwargs)
+        record["eval_seconds"] = metrics.seconds
+        record.update(metrics.values)
+        state.best_value, state.best_valid = metrics[config.metric], metrics
+    state.history.append(record)
+    if on_epoch is not None and state.best_valid is not None:
+        on_epoch(1, dict(record))
 
 
 def make_optimizer(model: Recommender, lr: float) -> torch.optim.Optimizer:
@@ -304,6 +342,7 @@ def _fit(
     with _progress(config, state.epoch) as advance:
         for epoch in range(state.epoch + 1, config.epochs + 1):
             model.train()
+            model.on_epoch_start(epoch, generator)
             epoch_start = time.perf_counter()
             if by_user is not None:
                 users_all, pos_all = draw_by_user(by_user, num_pairs, generator)
@@ -321,8 +360,9 @@ def _fit(
                     neg = neg_all[start : start + config.batch_size]
                 else:
                     neg = sampler.sample(
-                        users, config.num_negatives, generator=generator, score_fn=pair_score_fn(model)
+                        users, config.num_negatives, generator=generator, score_fn=model.candidate_scorer()
                     )
+                neg = model.training_negatives(users, pos, neg)
                 optimizer.zero_grad(set_to_none=True)
                 loss = model.loss(users, pos, neg, loss=config.loss, temperature=config.temperature)
                 loss.backward()

@@ -8,6 +8,7 @@ import pytest
 import torch
 from torch import nn
 
+from models.base import EmbeddingRecommender
 from tasks.evaluate import Metrics, evaluate, full_ranking_metrics, popularity_metrics
 from tasks.split import Split
 
@@ -220,22 +221,32 @@ def test_popularity_floor_on_a_toy_split() -> None:
     assert test["recall@2"] == pytest.approx(1.0)
 
 
-class TableModel(nn.Module):
-    """A recommender stand-in whose embeddings reproduce a fixed score table."""
+class TableModel(EmbeddingRecommender):
+    """A recommender whose embeddings reproduce a fixed score table (not registered)."""
+
+    name = "table"
 
     def __init__(self, scores: torch.Tensor) -> None:
-        super().__init__()
+        super().__init__(scores.shape[0], scores.shape[1], scores.shape[1], 0.0)
         self.user = nn.Parameter(scores.clone())
         self.item = nn.Parameter(torch.eye(scores.shape[1]))
         self.embedding_calls = 0
+
+    @classmethod
+    def default_hparams(cls) -> dict:
+        return {}
+
+    @staticmethod
+    def search_space(trial) -> dict:
+        return {}
 
     def embeddings(self) -> tuple[torch.Tensor, torch.Tensor]:
         self.embedding_calls += 1
         assert not self.training
         return self.user * 1.0, self.item * 1.0
 
-    def score(self, user_emb: torch.Tensor, item_emb: torch.Tensor) -> torch.Tensor:
-        return user_emb @ item_emb.T
+    def layer0_embeddings(self) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.user, self.item
 
 
 def test_evaluate_masks_train_and_for_test_also_valid() -> None:

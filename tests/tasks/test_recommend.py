@@ -194,11 +194,15 @@ def test_mlflow_models_serve_answers_rest(champion_store, tmp_path: Path) -> Non
 
 
 def test_score_users_raw_matches_embeddings_and_names_unknown_users() -> None:
+    import torch
+
+    from models.serving import EmbeddingServable
+
     model = EmbeddingRecommender()
-    model.user_emb = np.array([[1.0, 0.0], [0.0, 2.0]], dtype=np.float32)
-    model.item_emb = np.array([[1.0, 1.0], [3.0, 0.0], [0.0, 1.0]], dtype=np.float32)
+    model.servable = EmbeddingServable(
+        torch.tensor([[1.0, 0.0], [0.0, 2.0]]), torch.tensor([[1.0, 1.0], [3.0, 0.0], [0.0, 1.0]])
+    )
     model.user_ids = np.array([10, 20])
-    model._numeric_users = True
     model._index = {"10": 0, "20": 1}
     scores = model.score_users_raw([20.0, "10"])
     np.testing.assert_allclose(scores, [[2.0, 0.0, 2.0], [1.0, 3.0, 0.0]])
