@@ -19,6 +19,7 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from flows import steps as t
+from tasks.compat import check_requirements
 from tasks.pipeline_config import PipelineParams
 from tasks.prepare import DataContractError, require_passed
 
@@ -113,6 +114,7 @@ def run_pipeline(params: PipelineParams, *, flow_name: str) -> PipelineOutcome:
         _publish_data_report(split_report, dataset)
     graphs = t.build_graphs(dataset, split)
     _publish_data_report(report, dataset, split, graphs)
+    check_requirements(params.models, graphs, dataset.name)  # before any tuning: refuse, naming each model
 
     lineage = Lineage.of(dataset, split)
     run_name = f"{flow_name}-{flow_run.get_name() or 'local'}"
