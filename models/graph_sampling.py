@@ -27,6 +27,9 @@ from torch import Tensor
 # Above this fan-out, sampling without replacement sorts random keys over the whole neighbourhood
 # (O(degree) per node) instead of Floyd's algorithm (O(fan_out^2) per node).
 _FLOYD_MAX_FAN_OUT = 32
+# Relabel sampled nodes with an id-indexed table when the graph has at most this many nodes per sampled
+# node; otherwise sort the sample (the table costs O(num_nodes) per hop, the sort O(n log n)).
+_DENSE_RELABEL_RATIO = 8
 
 
 @dataclass(frozen=True)
@@ -394,8 +397,8 @@ def sample_neighbors(
     if exclude_edges is not None and exclude_edges.numel():
         exclude_edges = exclude_edges.to(device=device, dtype=torch.long)
         users, items = exclude_edges[0], exclude_edges[1] + graph.num_users
-        pairs = torch.unique(torch.stack([torch.cat([users, items]), torch.cat([items, users])]), dim=1)
-        excluded = (pairs[0].contiguous(), pairs[1].contiguous())
+        keys = torch.unique(torch.cat([users * graph.num_nodes + items, items * graph.num_nodes + users]))
+        excluded = (keys // graph.num_nodes, keys % graph.num_nodes)
     stride = int(graph.joint.degree().max()) + 1 if graph.num_nodes else 1
     hop_nodes = [nodes]
     blocks: list[Block] = []
@@ -407,29 +410,45 @@ def sample_neighbors(
             exclusion = _exclusion_for(graph, nodes, excluded, stride)
             degree = degree - exclusion.count
         dst, v = _sample_without_replacement(degree, fan_out, generator)
-        position = exclusion.map(dst, v) if exclusion is not None else v
+        position = v
+        if exclusion is not None:
+            affected = (exclusion.count[dst] > 0).nonzero().squeeze(1)
+            position = v.clone()
+            position[affected] = exclusion.map(dst[affected], v[affected])
         neighbours = graph.joint.indices[ptr[dst] + position]
-        src, nodes = _append_new(nodes, neighbours)
+        src, nodes = _append_new(nodes, neighbours, graph.num_nodes)
         hop_nodes.append(nodes)
         blocks.append(Block(torch.stack([src, dst]), n_src=nodes.numel(), n_dst=hop_nodes[-2].numel()))
     # Sampling ran outwards from the seeds; layers run inwards.
     return SampledSubgraph(tuple(reversed(hop_nodes)), tuple(reversed(blocks)), seed_index)
 
 
-def _append_new(nodes: Tensor, neighbours: Tensor) -> tuple[Tensor, Tensor]:
+def _append_new(nodes: Tensor, neighbours: Tensor, num_nodes: int) -> tuple[Tensor, Tensor]:
     """Local ids of ``neighbours`` in ``nodes`` extended by the new ones (appended in increasing id).
+
+    Uses an id-indexed table (``O(num_nodes)``, no sort) when the graph is small next to the sample, and a
+    sort of the sample otherwise; both give the same result.
 
     Returns:
         ``(local ids of neighbours [n], extended node set)``; ``nodes`` stays a prefix.
     """
-    n_old = nodes.numel()
+    n_old, device = nodes.numel(), nodes.device
+    if num_nodes <= _DENSE_RELABEL_RATIO * (n_old + neighbours.numel()):
+        local = torch.full((num_nodes,), -1, dtype=torch.long, device=device)
+        local[nodes] = torch.arange(n_old, device=device)
+        is_new = torch.zeros(num_nodes, dtype=torch.bool, device=device)
+        is_new[neighbours] = True
+        is_new[nodes] = False
+        new = is_new.nonzero().squeeze(1)
+        local[new] = n_old + torch.arange(new.numel(), device=device)
+        return local[neighbours], torch.cat([nodes, new])
     unique, inverse = torch.unique(torch.cat([nodes, neighbours]), return_inverse=True)
-    local = torch.empty(unique.numel(), dtype=torch.long, device=nodes.device)
-    is_old = torch.zeros(unique.numel(), dtype=torch.bool, device=nodes.device)
+    local = torch.empty(unique.numel(), dtype=torch.long, device=device)
+    is_old = torch.zeros(unique.numel(), dtype=torch.bool, device=device)
     is_old[inverse[:n_old]] = True
-    local[inverse[:n_old]] = torch.arange(n_old, device=nodes.device)
-    new = (~is_old).nonzero().squeeze(1)
-    local[new] = n_old + torch.arange(new.numel(), device=nodes.device)
+    local[inverse[:n_old]] = torch.arange(n_old, device=device)
+    fresh = (~is_old).nonzero().squeeze(1)
+    local[fresh] = n_old + torch.arange(fresh.numel(), device=device)
     extended = torch.empty_like(unique)
     extended[local] = unique
     return local[inverse[n_old:]], extended

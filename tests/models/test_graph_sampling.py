@@ -9,6 +9,7 @@ from collections.abc import Collection
 import pytest
 import torch
 
+from models import graph_sampling
 from models.graph_sampling import (
     BipartiteCSR,
     SampledSubgraph,
@@ -124,6 +125,27 @@ def test_fan_out_at_least_degree_returns_every_neighbour_on_a_hand_made_graph() 
         )
     }
     assert pairs == {(2, 0), (3, 0), (4, 0), (0, 2), (0, 3), (1, 3), (0, 4)}
+
+
+@pytest.mark.parametrize("fan_outs", [[2], [3, 3]])
+def test_both_relabelling_paths_give_the_same_subgraph(
+    fan_outs: list[int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    edge_index, num_users, num_items = random_graph()
+    graph = BipartiteCSR.from_edge_index(edge_index, num_users, num_items)
+    seeds = torch.tensor([39, 0, 5, num_users + 3, 39, num_users + 79, 20])
+
+    def run() -> SampledSubgraph:
+        return sample_neighbors(graph, seeds, fan_outs, generator=torch.Generator().manual_seed(4))
+
+    table = run()  # a 120-node graph: the id-indexed table
+    monkeypatch.setattr(graph_sampling, "_DENSE_RELABEL_RATIO", 0)  # force the sort
+    sorted_ = run()
+    check_subgraph(sorted_, seeds, fan_outs, joint_neighbours(edge_index, num_users))
+    assert all(torch.equal(a, b) for a, b in zip(table.node_ids, sorted_.node_ids, strict=True))
+    assert all(
+        torch.equal(a.edge_index, b.edge_index) for a, b in zip(table.blocks, sorted_.blocks, strict=True)
+    )
 
 
 def test_sampling_is_seeded() -> None:
