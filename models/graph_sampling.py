@@ -541,9 +541,9 @@ def random_walk_neighbors(
         keep = (visited >= 0) & (visited != source[:, None])
         keys, counts = torch.unique(walk_rows[keep] * num_items + visited[keep], return_counts=True)
         key_row, key_item = keys // num_items, keys % num_items
-        # Most visited first within each row; unique's order (item ascending) breaks ties (stable sorts).
-        by_count = torch.sort(counts, descending=True, stable=True).indices
-        by_row = by_count[torch.sort(key_row[by_count], stable=True).indices]
+        # Most visited first within each row; unique's order (item ascending) breaks ties (stable sort).
+        most = int(counts.max()) if counts.numel() else 0
+        by_row = torch.sort(key_row * (most + 1) + (most - counts), stable=True).indices
         key_row, key_item, counts = key_row[by_row], key_item[by_row], counts[by_row]
         rank = _segment_arange(torch.bincount(key_row, minlength=chunk.numel()))
         top = rank < num_neighbors
