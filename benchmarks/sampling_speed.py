@@ -17,6 +17,8 @@ Measurements, in one process:
   (``exclude_edges``) so the predicted edge does not leak. ``--train-batches`` batches.
 * **Random walks**: ``random_walk_neighbors`` for every item, ``--walks`` walks of ``--walk-length`` hops,
   top ``--top``; ``--repeats`` runs, median and min seconds; how many items got a full top-T.
+* **Machine**: ``nproc``, the CPU model, and the 1-minute load average at the start and the end (other
+  processes sharing the cores slow every figure, and multi-threaded ones most).
 * **Peak memory**: the process's peak resident set (``VmHWM``) at the end, and the resident set after the
   data was loaded, for scale.
 
@@ -180,6 +182,7 @@ def main() -> None:
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    load_before = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
 
     start = time.perf_counter()
     train, num_users, num_items = load_train_pairs(args.data_dir)
@@ -202,7 +205,12 @@ def main() -> None:
     print("random walks:", json.dumps(walks), flush=True)
 
     results = {
-        "machine": {"nproc": os.cpu_count(), "cpu": cpu_model(), "shared": "yes, with other agents' jobs"},
+        "machine": {
+            "nproc": os.cpu_count(),
+            "cpu": cpu_model(),
+            # other processes compete for the cores: the 1-minute load average at the start and the end
+            "load_average_1min": [load_before, os.getloadavg()[0] if hasattr(os, "getloadavg") else None],
+        },
         "threads": args.threads,
         "torch": torch.__version__,
         "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
