@@ -32,7 +32,7 @@ _FLOYD_MAX_FAN_OUT = 32
 _DENSE_RELABEL_RATIO = 8
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class CSR:
     """A compressed sparse row adjacency without values.
 
@@ -91,7 +91,7 @@ class CSR:
         return CSR(indptr, col, num_cols)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class BipartiteCSR:
     """The user-item training graph as CSR in both directions and as one joint homogeneous graph.
 
@@ -160,6 +160,18 @@ class BipartiteCSR:
         )
         return BipartiteCSR(num_users, num_items, user_to_item, item_to_user, joint)
 
+    def joint_edge_index(self) -> Tensor:
+        """The whole joint graph as PyG's ``edge_index``, for full-graph (layer-wise) inference.
+
+        Returns:
+            Long ``[2, 2E]``: row 0 the source (neighbour), row 1 the destination (the CSR row), every
+            user-item edge in both directions, grouped by destination.
+        """
+        destination = torch.repeat_interleave(
+            torch.arange(self.num_nodes, device=self.device), self.joint.degree()
+        )
+        return torch.stack([self.joint.indices, destination])
+
     def to(self, device: torch.device | str) -> BipartiteCSR:
         """A copy on ``device`` (this one is unchanged)."""
         return BipartiteCSR(
@@ -174,7 +186,7 @@ class BipartiteCSR:
 # -- neighbour sampling -----------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Block:
     """One bipartite message-passing layer of a sampled computation graph (PyG's ``(edge_index, size)``).
 
@@ -199,7 +211,7 @@ class Block:
         return self.n_src, self.n_dst
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class SampledSubgraph:
     """A GraphSAGE computation graph around a batch of seed nodes (joint ids).
 
@@ -292,7 +304,7 @@ def _sample_without_replacement(
     return rows, positions
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class _Exclusion:
     """Excluded neighbour positions of the current frontier, for exact sampling around them.
 
@@ -313,6 +325,8 @@ class _Exclusion:
 
 def _find_in_rows(csr: CSR, rows: Tensor, cols: Tensor) -> Tensor:
     """In-row position of ``cols[k]`` in row ``rows[k]`` (binary search, rows sorted), or -1 if absent."""
+    if csr.nnz == 0:
+        return torch.full_like(rows, -1)
     lo, hi = csr.indptr[rows].clone(), csr.indptr[rows + 1].clone()
     while bool((lo < hi).any()):
         active = lo < hi
@@ -396,6 +410,17 @@ def sample_neighbors(
     excluded = None
     if exclude_edges is not None and exclude_edges.numel():
         exclude_edges = exclude_edges.to(device=device, dtype=torch.long)
+        if exclude_edges.ndim != 2 or exclude_edges.shape[0] != 2:
+            raise ValueError(
+                f"exclude_edges must be (user, item) pairs [2, X], got {list(exclude_edges.shape)}"
+            )
+        low, high = exclude_edges.min(1).values, exclude_edges.max(1).values
+        if int(low.min()) < 0 or int(high[0]) >= graph.num_users or int(high[1]) >= graph.num_items:
+            raise ValueError(
+                f"exclude_edges must hold users in [0, {graph.num_users}) and items in "
+                f"[0, {graph.num_items}) "
+                f"(item ids not offset)"
+            )
         users, items = exclude_edges[0], exclude_edges[1] + graph.num_users
         keys = torch.unique(torch.cat([users * graph.num_nodes + items, items * graph.num_nodes + users]))
         excluded = (keys // graph.num_nodes, keys % graph.num_nodes)

@@ -88,6 +88,7 @@ def test_csr_lists_each_direction_sorted_and_deduplicated() -> None:
     assert graph.joint.indices.tolist() == [4, 3, 5, 1, 0, 1]
     assert graph.joint.degree().tolist() == [1, 2, 0, 1, 1, 1, 0]
     assert graph.num_nodes == 7 and graph.to("cpu").joint.indices.tolist() == graph.joint.indices.tolist()
+    assert graph.joint_edge_index().tolist() == [[4, 3, 5, 1, 0, 1], [0, 1, 1, 3, 4, 5]]
 
 
 @pytest.mark.parametrize("bad", [[[0], [4]], [[3], [0]], [[-1], [0]]])
@@ -206,6 +207,19 @@ def test_no_hops_and_bad_input() -> None:
         sample_neighbors(graph, torch.tensor([3]), [1])
     with pytest.raises(ValueError, match="fan-outs"):
         sample_neighbors(graph, torch.tensor([0]), [-2])
+    with pytest.raises(ValueError, match="exclude_edges"):
+        sample_neighbors(graph, torch.tensor([0]), [1], exclude_edges=torch.tensor([[0], [1]]))
+    with pytest.raises(ValueError, match="exclude_edges"):
+        sample_neighbors(graph, torch.tensor([0]), [1], exclude_edges=torch.tensor([0, 0]))
+
+
+def test_graph_without_edges() -> None:
+    graph = BipartiteCSR.from_edge_index(torch.empty(2, 0, dtype=torch.long), 2, 3)
+    sub = sample_neighbors(graph, torch.tensor([0, 4]), [2, -1], exclude_edges=torch.tensor([[0], [1]]))
+    assert [ids.tolist() for ids in sub.node_ids] == [[0, 4], [0, 4], [0, 4]]
+    assert all(block.edge_index.shape == (2, 0) for block in sub.blocks)
+    neighbors, weights = random_walk_neighbors(graph, 2, num_walks=3, walk_length=2)
+    assert neighbors.tolist() == [[-1, -1]] * 3 and weights.tolist() == [[0.0, 0.0]] * 3
 
 
 # -- random walks -----------------------------------------------------------------------------------------
