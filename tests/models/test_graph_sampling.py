@@ -109,6 +109,26 @@ def test_sampled_blocks_are_exact(fan_outs: list[int]) -> None:
     check_subgraph(sub, seeds, fan_outs, joint_neighbours(edge_index, num_users))
 
 
+def test_blocks_with_every_neighbour_reproduce_full_graph_sage_layers() -> None:
+    """The blocks are what PyG's layers take: two SAGEConv layers on blocks that keep every neighbour give
+    the seeds the same output as the same layers on the whole graph."""
+    from torch_geometric.nn import SAGEConv
+
+    edge_index, num_users, num_items = random_graph()
+    graph = BipartiteCSR.from_edge_index(edge_index, num_users, num_items)
+    torch.manual_seed(0)
+    x = torch.randn(graph.num_nodes, 8)
+    convs = [SAGEConv(8, 16), SAGEConv(16, 4)]
+    full = convs[1](convs[0](x, graph.joint_edge_index()).relu(), graph.joint_edge_index())
+    seeds = torch.tensor([39, 0, 5, num_users + 3, 39, num_users + 79, 20])
+    sub = sample_neighbors(graph, seeds, [-1, -1])
+    h = x[sub.input_nodes]
+    for layer, (conv, block) in enumerate(zip(convs, sub.blocks, strict=True)):
+        h = conv((h, h[: block.n_dst]), block.edge_index)
+        h = h.relu() if layer == 0 else h
+    assert torch.allclose(h[sub.seed_index], full[seeds], atol=1e-5)
+
+
 def test_fan_out_at_least_degree_returns_every_neighbour_on_a_hand_made_graph() -> None:
     # user 0: items 0, 1, 2; user 1: item 1; item 1 (joint 3): users 0, 1.
     graph = BipartiteCSR.from_edge_index(torch.tensor([[0, 0, 0, 1], [0, 1, 2, 1]]), 2, 3)
