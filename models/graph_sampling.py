@@ -424,7 +424,7 @@ def sample_neighbors(
         users, items = exclude_edges[0], exclude_edges[1] + graph.num_users
         keys = torch.unique(torch.cat([users * graph.num_nodes + items, items * graph.num_nodes + users]))
         excluded = (keys // graph.num_nodes, keys % graph.num_nodes)
-    stride = int(graph.joint.degree().max()) + 1 if graph.num_nodes else 1
+        stride = int(graph.joint.degree().max()) + 1  # > every in-row position
     hop_nodes = [nodes]
     blocks: list[Block] = []
     for fan_out in fan_outs:
