@@ -499,7 +499,7 @@ class EmbeddingRecommender(Recommender):
             return EmbeddingServable(user_emb.detach().float().cpu(), item_emb.detach().float().cpu())
 
 
-def fold_in(item_emb: Tensor, history: History, *, ridge: float = 1e-3) -> Tensor:
+def fold_in(item_emb: Tensor, history: History, *, ridge: float = 1.0) -> Tensor:
     """User vectors for new users from the embeddings of the items in their history (no training).
 
     For each user with history ``H`` the vector ``u`` minimises
@@ -508,6 +508,12 @@ def fold_in(item_emb: Tensor, history: History, *, ridge: float = 1e-3) -> Tenso
     ``lam = ridge * trace(V^T V) / d`` so the penalty follows the embeddings' scale. The closed form is
     ``u = ((|H|/I) V^T V + V_H^T V_H + lam I)^-1 V_H^T 1``, one ``d x d`` solve per user, batched. A user
     with an empty history gets the zero vector (all scores 0: callers fall back to popularity).
+
+    The default ``ridge = 1`` was chosen on planted data (tests/models/planted.py, training users' own
+    histories, valid NDCG@20): 1e-3 gave 0.316 for MF and 0.387 for LightGCN, 1.0 gave 0.491 and 0.544, a
+    little above the trained rows themselves (0.463, 0.518); 1 to 30 is a plateau. A strong ridge pulls
+    ``u`` towards the sum of the history's item embeddings, which is how LightGCN's first layer embeds a
+    user.
 
     Args:
         item_emb: Final item embeddings ``V``.
