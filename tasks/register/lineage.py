@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import subprocess
 from dataclasses import dataclass
@@ -22,6 +23,10 @@ TAG_ROLE = TAG_PREFIX + "role"
 TAG_GIT = "mlflow.source.git.commit"
 TAG_PARENT = "mlflow.parentRunId"
 TAG_RUN_NAME = "mlflow.runName"
+TAG_CODE = TAG_PREFIX + "code_version"
+
+#: The installed distribution whose version is part of :func:`code_version`.
+PACKAGE = "gnnrec"
 
 
 def git_commit(cwd: Path | None = None) -> str | None:
@@ -33,6 +38,46 @@ def git_commit(cwd: Path | None = None) -> str | None:
     except (OSError, subprocess.SubprocessError):
         return None
     return out.stdout.strip() or None
+
+
+def source_digest(*roots: Path) -> str:
+    """sha256 (first 12 hex chars) of every ``.py`` file under ``roots``: relative path and content, sorted.
+
+    Args:
+        roots: Folders (packages) to hash; the folder's own name is part of each path.
+
+    Returns:
+        The digest; it changes when any file is edited, added, removed or renamed.
+    """
+    h = hashlib.sha256()
+    for root in roots:
+        for path in sorted(root.rglob("*.py")):
+            h.update(f"|{root.name}/{path.relative_to(root).as_posix()}|".encode())
+            h.update(path.read_bytes())
+    return h.hexdigest()[:12]
+
+
+@functools.cache
+def code_version() -> str:
+    """What code trains and serves a model: ``<package version>+<digest of models/ and tasks/>``.
+
+    The digest (:func:`source_digest`) covers the ``models`` and ``tasks`` packages, every model, step and
+    export they hold. It is read once per process: a long-lived process (``gnnrec ui`` serving the
+    deployments) runs the modules it imported, so a later edit on disk does not change what it claims to run.
+    Registration tags every version with it and reuses a version only when it matches; cache keys can use it
+    so that a code change invalidates them.
+    """
+    from importlib.metadata import PackageNotFoundError, version
+
+    import models
+    import tasks
+
+    try:
+        package = version(PACKAGE)
+    except PackageNotFoundError:
+        package = "0+unknown"
+    roots = [Path(next(iter(pkg.__path__))) for pkg in (models, tasks)]
+    return f"{package}+{source_digest(*roots)}"
 
 
 def split_key(split: Split) -> str:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field
@@ -31,6 +31,10 @@ class MlflowSettings(BaseModel):
         promotion_alias: Alias moved to the promoted version.
         registry_stage: Stage set as well on promotion (previous holders archived); ``None`` skips it.
         min_margin: How much (absolute) the challenger must beat the champion by.
+        on_incomparable: What the gate does when the champion cannot be scored on the challenger's data
+            (users unknown to it, another dataset, an export it cannot re-score): ``keep`` the champion
+            (default) or ``promote`` the challenger. A broken champion (artifacts missing or unloadable) is
+            always replaced by a challenger that passes the popularity floor.
         study_storage: SQLAlchemy URL of the Optuna study storage.
     """
 
@@ -44,6 +48,7 @@ class MlflowSettings(BaseModel):
     promotion_alias: str = Field(default="champion", pattern=r"^[\w\-]+$")
     registry_stage: str | None = "Production"
     min_margin: float = Field(default=0.001, ge=0.0)
+    on_incomparable: Literal["keep", "promote"] = "keep"
     study_storage: str = "sqlite:///data/optuna/studies.db"
 
     def resolved(self, base: Path) -> MlflowSettings:
