@@ -137,7 +137,7 @@ class PromotionDecision:
         ]
         if self.champion_recorded_value is not None and self.basis != "recorded on the same data":
             lines.append(
-                f"| champion's own recorded value (its data, not compared) | "
+                f"| champion's validation value as registered (not compared) | "
                 f"{fmt(self.champion_recorded_value)} |"
             )
         if self.challenger_reused:
