@@ -448,16 +448,17 @@ def recommend(
     mlflow_config: MlflowConfigOption = None,
 ) -> None:
     """Recommend the top-K unseen items for users, from the champion (models:/NAME@champion)."""
-    import mlflow
     import pandas as pd
     from mlflow.exceptions import MlflowException
 
+    from tasks.register import check_champion
+
     settings = _settings(mlflow_config)
     uri = f"models:/{settings.registered_model_name}@{settings.promotion_alias}"
-    try:
-        model = mlflow.pyfunc.load_model(uri)
-    except MlflowException as err:
-        raise _fail(f"No champion to recommend with ({uri}): {err.message} Run `gnnrec run` first.") from None
+    champion = check_champion(settings)  # a missing or broken champion is reported with its fix
+    if not champion.ok:
+        raise _fail(champion.message())
+    model = champion.model
     ids: list[Any] = [int(u) if u.lstrip("-").isdigit() else u for u in user]
     if any(isinstance(u, str) for u in ids):
         ids = [str(u) for u in ids]
@@ -484,7 +485,12 @@ def serve(
     mlflow_config: MlflowConfigOption = None,
 ) -> None:
     """Serve the champion over REST (POST /invocations) with `mlflow models serve`."""
+    from tasks.register import check_champion
+
     settings = _settings(mlflow_config)
+    champion = check_champion(settings)  # before starting a server that could only fail on every request
+    if not champion.ok:
+        raise _fail(champion.message())
     command = serve_command(settings, host=host, port=port)
     typer.echo(
         f"Serving models:/{settings.registered_model_name}@{settings.promotion_alias} on http://{host}:{port}"

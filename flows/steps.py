@@ -265,12 +265,54 @@ def log_leaderboard(
     register.log_leaderboard(settings, parent_run_id=parent_run_id, rows=rows, metric=metric)
 
 
+#: Prefect global concurrency limit (one slot) held while a flow run promotes: the manual and the weekly
+#: deployment may finish together, and each decision must read the champion the other one left.
+PROMOTION_LIMIT = "gnnrec-promotion"
+
+
+def ensure_promotion_limit() -> None:
+    """Create the one-slot :data:`PROMOTION_LIMIT` on the Prefect server when missing (or re-arm it).
+
+    Prefect does not limit anything on a name it does not know, so the limit must exist before the gate
+    takes it. Two flows creating it at once are fine: the second gets "already exists".
+    """
+    from prefect import get_client
+    from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate, GlobalConcurrencyLimitUpdate
+    from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
+
+    with get_client(sync_client=True) as client:
+        try:
+            limit = client.read_global_concurrency_limit_by_name(PROMOTION_LIMIT)
+        except ObjectNotFound:
+            try:
+                client.create_global_concurrency_limit(
+                    GlobalConcurrencyLimitCreate(name=PROMOTION_LIMIT, limit=1, active=True)
+                )
+            except ObjectAlreadyExists:
+                pass
+            return
+        if limit.limit != 1 or not limit.active:
+            client.update_global_concurrency_limit(
+                PROMOTION_LIMIT, GlobalConcurrencyLimitUpdate(limit=1, active=True)
+            )
+
+
 @task(name="promote-champion", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=3)
-def promote(settings: MlflowSettings, candidates: list[RegisteredVersion]) -> PromotionDecision:
-    """Compare the best candidate with the champion and move the alias when it wins."""
+def promote(
+    settings: MlflowSettings, candidates: list[RegisteredVersion], dataset: Dataset, split: Split
+) -> PromotionDecision:
+    """Compare the best candidate with the champion on this run's data and move the alias when it wins.
+
+    One flow run at a time (Prefect's :data:`PROMOTION_LIMIT`), so concurrent runs end with one champion
+    and decisions that each compared against the champion of the moment.
+    """
+    from prefect.concurrency.sync import concurrency
+
     from tasks import register
 
-    return register.promote_if_better(settings, candidates)
+    ensure_promotion_limit()
+    with concurrency(PROMOTION_LIMIT, occupy=1, strict=True):
+        return register.promote_if_better(settings, candidates, dataset=dataset, split=split)
 
 
 @task(name="end-mlflow-run", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=3)

@@ -178,7 +178,7 @@ def run_pipeline(params: PipelineParams, *, flow_name: str) -> PipelineOutcome:
             table=rows, key="leaderboard", description=f"Models by validation {metric} (test reported)"
         )
         t.log_leaderboard(settings, parent, rows, metric)
-        decision = t.promote(settings, versions)
+        decision = t.promote(settings, versions, dataset, split)
         create_markdown_artifact(
             markdown=decision.to_markdown(), key="promotion-decision", description="Champion promotion"
         )

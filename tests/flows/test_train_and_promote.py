@@ -141,7 +141,10 @@ def test_train_and_promote_end_to_end(prefect_harness, tmp_path: Path, monkeypat
         assert [state for name, state in states.items() if name.startswith(step)] == ["Cached"], states
     assert not second.decision.promoted
     assert second.decision.champion_version == str(champion.version)
-    assert "champion stays" in second.decision.reason or "already" in second.decision.reason
+    # Same code, data, split and settings: every model is the registered one, reused, not registered again.
+    assert len(client.search_model_versions("name = 'recsys'")) == len(MODELS)
+    assert all(version.reused for version in second.versions)
+    assert second.decision.rule == "already-champion" and second.decision.challenger_reused
     assert str(client.get_model_version_by_alias("recsys", "champion").version) == str(champion.version)
     assert all(row["new trials"] == 0 for row in second.leaderboard)
 
