@@ -6,9 +6,12 @@ Named ``steps`` rather than ``tasks``: Prefect loads a file entrypoint (``flows/
 * Stable lowercase-dash task names, so the Prefect UI keeps each step's history.
 * Retries only on the steps that talk to the tracking server (MLflow).
 * The data steps are cached by the fingerprint of their inputs (raw tables' content hash, dataset
-  fingerprint, split fingerprint) plus the task's source, so a rerun after a failure resumes from the last
-  finished step instead of recomputing; so is the final training of each model (same data, same
-  configuration, same result). Loading and validating are never cached: the files may have changed.
+  fingerprint, split fingerprint), the task's source and the **code version** of what they run
+  (:func:`tasks.code_version.code_version`: package version plus a hash of the source of ``tasks/`` and
+  ``data_checks/``, and ``models/`` for training), so a rerun after a failure resumes from the last finished
+  step instead of recomputing, while an edit to the code computes afresh; so is the final training of each
+  model (same data, same configuration, same code, same result). Cached results expire after
+  :data:`CACHE_EXPIRATION`. Loading and validating are never cached: the files may have changed.
 * The data steps call the very functions of :func:`tasks.prepare.prepare_data` (``load_raw``,
   ``validate_raw``, ``index_raw``, ``split_dataset``, ``validate_parts``, ``build_graphs``), one task each,
   so the CLI and the flows read, check and split data identically.
@@ -17,12 +20,14 @@ Named ``steps`` rather than ``tasks``: Prefect loads a file entrypoint (``flows/
 from __future__ import annotations
 
 import hashlib
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Literal
 
 import pandas as pd
 from prefect import task
 from prefect.cache_policies import NO_CACHE, TASK_SOURCE, CacheKeyFnPolicy
 
+from tasks.code_version import code_version
 from tasks.config import DataConfig, SplitConfig
 from tasks.prepare import DataContractError
 
@@ -51,26 +56,37 @@ def raw_fingerprint(raw: RawTables) -> str:
     return h.hexdigest()[:16]
 
 
+#: How long a cached step result is reused (a later run recomputes it, and caches the new result).
+CACHE_EXPIRATION = timedelta(days=7)
+
+#: The packages whose source decides what the data steps compute; training runs the models too.
+DATA_PACKAGES = ("tasks", "data_checks")
+TRAIN_PACKAGES = ("models", "tasks", "data_checks")
+
+
 def _dataset_key(context: TaskRunContext, parameters: dict[str, Any]) -> str:
     config: DataConfig = parameters["config"]
     merge = config.aggregate_duplicates or parameters["allow_duplicates"]
     options = f"{config.min_rating}|{config.k_core}|{merge}"
-    return f"dataset-{raw_fingerprint(parameters['raw'])}-{options}"
+    return f"dataset-{raw_fingerprint(parameters['raw'])}-{options}-{code_version(DATA_PACKAGES)}"
 
 
 def _split_key(context: TaskRunContext, parameters: dict[str, Any]) -> str:
     config: SplitConfig = parameters["config"]
-    return f"split-{parameters['dataset'].fingerprint}-{config.model_dump_json()}"
+    digest = hashlib.sha256(config.model_dump_json().encode()).hexdigest()[:16]
+    return f"split-{parameters['dataset'].fingerprint}-{digest}-{code_version(DATA_PACKAGES)}"
 
 
 def _graphs_key(context: TaskRunContext, parameters: dict[str, Any]) -> str:
-    return f"graphs-{parameters['dataset'].fingerprint}-{parameters['split'].fingerprint}"
+    fingerprints = f"{parameters['dataset'].fingerprint}-{parameters['split'].fingerprint}"
+    return f"graphs-{fingerprints}-{code_version(DATA_PACKAGES)}"
 
 
 def _train_key(context: TaskRunContext, parameters: dict[str, Any]) -> str:
     config: TrainConfig = parameters["config"]
     digest = hashlib.sha256(config.model_dump_json().encode()).hexdigest()[:16]
-    return f"train-{parameters['dataset_fingerprint']}-{parameters['split'].fingerprint}-{digest}"
+    data = f"{parameters['dataset_fingerprint']}-{parameters['split'].fingerprint}"
+    return f"train-{data}-{digest}-{code_version(TRAIN_PACKAGES)}"
 
 
 def _fingerprint_policy(fn: Any) -> Any:
@@ -95,7 +111,11 @@ def validate_data(
     return validate_raw(raw, config, allow_duplicates=allow_duplicates, min_interactions=min_interactions)
 
 
-@task(name="build-dataset", cache_policy=_fingerprint_policy(_dataset_key))
+@task(
+    name="build-dataset",
+    cache_policy=_fingerprint_policy(_dataset_key),
+    cache_expiration=CACHE_EXPIRATION,
+)
 def build_dataset(raw: RawTables, config: DataConfig, allow_duplicates: bool) -> Dataset:
     """Index the validated tables into a :class:`Dataset` (cached by the raw tables' content)."""
     from tasks.prepare import index_raw
@@ -103,7 +123,7 @@ def build_dataset(raw: RawTables, config: DataConfig, allow_duplicates: bool) ->
     return index_raw(raw, config, allow_duplicates=allow_duplicates)
 
 
-@task(name="split-data", cache_policy=_fingerprint_policy(_split_key))
+@task(name="split-data", cache_policy=_fingerprint_policy(_split_key), cache_expiration=CACHE_EXPIRATION)
 def split_data(dataset: Dataset, config: SplitConfig) -> Split:
     """Split the interactions (cached by dataset fingerprint and split settings)."""
     from tasks.split import split_dataset
@@ -119,7 +139,7 @@ def validate_split(split: Split, name: str) -> ValidationReport:
     return validate_parts(split, name=name)
 
 
-@task(name="build-graphs", cache_policy=_fingerprint_policy(_graphs_key))
+@task(name="build-graphs", cache_policy=_fingerprint_policy(_graphs_key), cache_expiration=CACHE_EXPIRATION)
 def build_graphs(dataset: Dataset, split: Split) -> Graphs:
     """Build the training graphs (cached by dataset and split fingerprints)."""
     from tasks.graphs import build_graphs as build
@@ -162,7 +182,12 @@ def tune_model(
     )
 
 
-@task(name="train-model", task_run_name="train-{config.model}", cache_policy=_fingerprint_policy(_train_key))
+@task(
+    name="train-model",
+    task_run_name="train-{config.model}",
+    cache_policy=_fingerprint_policy(_train_key),
+    cache_expiration=CACHE_EXPIRATION,
+)
 def train_model(graphs: Graphs, split: Split, config: TrainConfig, dataset_fingerprint: str) -> TrainedModel:
     """Train the final model with the tuned hyperparameters (cached by data and configuration)."""
     from tasks.train import train
