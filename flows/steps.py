@@ -20,11 +20,16 @@ Named ``steps`` rather than ``tasks``: Prefect loads a file entrypoint (``flows/
 from __future__ import annotations
 
 import hashlib
+import os
+import re
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 import pandas as pd
-from prefect import task
+from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE, TASK_SOURCE, CacheKeyFnPolicy
 
 from tasks.code_version import code_version
@@ -34,6 +39,8 @@ from tasks.prepare import DataContractError
 __all__ = ["DataContractError"]  # re-exported: the flows raise the one error every command understands
 
 if TYPE_CHECKING:
+    from uuid import UUID
+
     from prefect.context import TaskRunContext
 
     from data_checks import ValidationReport
@@ -44,7 +51,7 @@ if TYPE_CHECKING:
     from tasks.register import Lineage, MlflowSettings, PromotionDecision, RegisteredVersion
     from tasks.split import Split
     from tasks.train import TrainConfig, TrainedModel
-    from tasks.tune import TuneResult
+    from tasks.tune import TuneProgress, TuneResult
 
 
 def raw_fingerprint(raw: RawTables) -> str:
@@ -163,23 +170,97 @@ def tune_model(
     callbacks: list[Any],
     train_space: dict[str, list[Any]] | None = None,
 ) -> TuneResult:
-    """Run the model's Optuna study (it resumes from its storage, so no Prefect cache)."""
+    """Run the model's Optuna study (it resumes from its storage, so no Prefect cache).
+
+    Every evaluation and every trial logs one line to the flow run's log; a progress artifact
+    ``tune-<model>`` follows the trials done; on a terminal a progress bar shows them too.
+    """
     from tasks.tune import tune
 
-    return tune(
-        graphs,
-        split,
-        base_config,
-        study=study,
-        storage=storage,
-        n_trials=n_trials,
-        extra_trials=extra_trials,
-        timeout_s=timeout_s,
-        seed=seed,
-        warm_start=warm_start,
-        callbacks=callbacks,
-        train_space=train_space,
+    with _tune_progress(base_config.model) as progress:
+        return tune(
+            graphs,
+            split,
+            base_config,
+            study=study,
+            storage=storage,
+            n_trials=n_trials,
+            extra_trials=extra_trials,
+            timeout_s=timeout_s,
+            seed=seed,
+            warm_start=warm_start,
+            callbacks=callbacks,
+            train_space=train_space,
+            progress=progress,
+        )
+
+
+def _artifact_key(prefix: str, name: str) -> str:
+    """A Prefect artifact key (lowercase letters, digits and dashes) for ``prefix-name``."""
+    return "-".join(filter(None, re.split(r"[^a-z0-9]+", f"{prefix}-{name}".lower())))
+
+
+def _show_bars() -> bool:
+    """Progress bars only on a terminal, never under CI."""
+    return sys.stderr.isatty() and sys.stdout.isatty() and not os.environ.get("CI")
+
+
+@contextmanager
+def _tune_progress(model: str) -> Iterator[Callable[[TuneProgress], None]]:
+    """The ``progress`` callback of a tuning task: a log line per event, a progress artifact, a bar."""
+    from prefect.artifacts import create_progress_artifact, update_progress_artifact
+
+    logger = get_run_logger()
+    artifact = cast(
+        "UUID",
+        create_progress_artifact(
+            progress=0.0,
+            key=_artifact_key("tune", model),
+            description=f"Tuning {model}: trials done / budget",
+        ),
     )
+    bar = _TerminalBar(model) if _show_bars() else None
+
+    def progress(event: TuneProgress) -> None:
+        logger.info(event.line())
+        if event.event == "trial" and event.budget:
+            update_progress_artifact(artifact, progress=100.0 * event.trials_done / event.budget)
+        if bar is not None:
+            bar.update(event)
+
+    try:
+        yield progress
+    finally:
+        update_progress_artifact(artifact, progress=100.0)
+        if bar is not None:
+            bar.close()
+
+
+class _TerminalBar:
+    """One rich bar per model on stderr: trials done / budget, the current epoch, the best value so far."""
+
+    def __init__(self, model: str) -> None:
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self._progress = Progress(
+            TextColumn(f"[bold]{model}[/bold] trials"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TextColumn("{task.fields[status]}"),
+            console=Console(stderr=True),
+        )
+        self._task = self._progress.add_task(model, total=None, status="")
+        self._progress.start()
+
+    def update(self, event: TuneProgress) -> None:
+        best = "-" if event.best is None else f"{event.best:.4f}"
+        status = f"trial {event.trial} epoch {event.epoch or 0}, best {event.metric} {best}"
+        self._progress.update(self._task, total=event.budget, completed=event.trials_done, status=status)
+
+    def close(self) -> None:
+        self._progress.stop()
 
 
 @task(
@@ -189,10 +270,26 @@ def tune_model(
     cache_expiration=CACHE_EXPIRATION,
 )
 def train_model(graphs: Graphs, split: Split, config: TrainConfig, dataset_fingerprint: str) -> TrainedModel:
-    """Train the final model with the tuned hyperparameters (cached by data and configuration)."""
+    """Train the final model with the tuned hyperparameters (cached by data, configuration and code).
+
+    Every validation logs one line to the flow run's log.
+    """
     from tasks.train import train
 
-    return train(graphs, split, config)
+    logger = get_run_logger()
+
+    def on_epoch(epoch: int, record: dict[str, float]) -> None:
+        logger.info(
+            "%s final training epoch %d/%d: loss %.4f, %s %.4f",
+            config.model,
+            epoch,
+            config.epochs,
+            record.get("loss", float("nan")),
+            config.metric,
+            record.get(config.metric, float("nan")),
+        )
+
+    return train(graphs, split, config, on_epoch=on_epoch)
 
 
 @task(name="evaluate-model", task_run_name="evaluate-{part}", cache_policy=NO_CACHE)
@@ -202,17 +299,46 @@ def evaluate_model(
     """Full-ranking metrics of a trained model on one part of the split."""
     from tasks.evaluate import evaluate
 
-    return evaluate(trained.model, split, part, ks)
+    metrics = evaluate(trained.model, split, part, ks)
+    shown = ", ".join(f"{k} {v:.4f}" for k, v in sorted(metrics.values.items()))
+    get_run_logger().info("%s on %s: %s (%.2f s)", trained.config.model, part, shown, metrics.seconds)
+    return metrics
+
+
+@task(name="reconcile-stale-records", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=3)
+def reconcile_stale(settings: MlflowSettings) -> dict[str, int]:
+    """Close the MLflow runs and Optuna trials left RUNNING by a process that is gone (a kill, a crash)."""
+    from tasks.reconcile import reconcile_mlflow, reconcile_optuna
+
+    runs = reconcile_mlflow(settings.tracking_uri, settings.experiment_name)
+    trials = reconcile_optuna(settings.study_storage)
+    if runs or trials:
+        get_run_logger().warning(
+            "Closed %d MLflow run(s) (KILLED) and %d Optuna trial(s) (FAIL) left RUNNING by a process that "
+            "ended without closing them: runs %s; trials %s",
+            len(runs),
+            len(trials),
+            runs,
+            trials,
+        )
+    return {"runs": len(runs), "trials": len(trials)}
 
 
 @task(name="start-mlflow-run", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=3)
 def start_pipeline_run(
-    settings: MlflowSettings, run_name: str, lineage: Lineage, params: dict[str, Any]
+    settings: MlflowSettings,
+    run_name: str,
+    lineage: Lineage,
+    params: dict[str, Any],
+    links: dict[str, str] | None = None,
 ) -> str:
-    """Open the pipeline's parent MLflow run."""
+    """Open the pipeline's parent MLflow run, tagged with its owner process and its Prefect flow run."""
     from tasks import register
+    from tasks.reconcile import claim_run
 
-    return register.start_pipeline_run(settings, run_name=run_name, lineage=lineage, params=params)
+    run_id = register.start_pipeline_run(settings, run_name=run_name, lineage=lineage, params=params)
+    claim_run(settings.tracking_uri, run_id, extra_tags=links)
+    return run_id
 
 
 @task(
@@ -223,10 +349,27 @@ def start_pipeline_run(
     retry_delay_seconds=3,
 )
 def start_model_run(settings: MlflowSettings, parent_run_id: str, family: str, lineage: Lineage) -> str:
-    """Open a model family's child run."""
+    """Open a model family's child run, tagged with its owner process."""
     from tasks import register
+    from tasks.reconcile import claim_run
 
-    return register.start_model_run(settings, parent_run_id=parent_run_id, family=family, lineage=lineage)
+    run_id = register.start_model_run(settings, parent_run_id=parent_run_id, family=family, lineage=lineage)
+    claim_run(settings.tracking_uri, run_id)
+    return run_id
+
+
+@task(
+    name="fail-model-run",
+    task_run_name="fail-model-run-{family}",
+    cache_policy=NO_CACHE,
+    retries=2,
+    retry_delay_seconds=3,
+)
+def fail_model_run(settings: MlflowSettings, run_id: str, family: str, reason: str) -> None:
+    """Close a model's child run FAILED, with the reason as the tag ``gnnrec.failure``."""
+    from tasks.reconcile import close_failed_run
+
+    close_failed_run(settings.tracking_uri, run_id, reason)
 
 
 @task(
