@@ -153,10 +153,10 @@ def fail_running_trials(storage: str, *, owner: Owner | None = None) -> list[tup
             if found is None or (found != owner if owner is not None else not found.is_gone()):
                 continue
             try:
+                rdb.set_trial_system_attr(trial._trial_id, "fail_reason", "its process ended while it ran")
                 rdb.set_trial_state_values(trial._trial_id, TrialState.FAIL)
             except RuntimeError:  # finished meanwhile: nothing left to close
                 continue
-            rdb.set_trial_system_attr(trial._trial_id, "fail_reason", "its process ended while it ran")
             closed.append((study.study_name, trial.number))
     return closed
 
