@@ -191,3 +191,27 @@ def test_curves_and_final_metrics_have_distinct_names_and_plots_one_name(failing
     assert len(client.get_metric_history(mf.info.run_id, "epoch_valid_ndcg_at_20")) == epochs
     assert len(client.get_metric_history(mf.info.run_id, "epoch_loss")) == epochs
     assert [a.path for a in client.list_artifacts(mf.info.run_id, "plots")] == ["plots/training_curve.png"]
+
+
+def test_every_model_failing_fails_the_flow_and_closes_every_run(prefect_harness, tmp_path, monkeypatch):
+    from flows.train_and_promote import train_and_promote
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setitem(MODELS, "nanmf", NanMF)
+    monkeypatch.setitem(MODELS, "badmf", BadHparamsMF)
+    config = write_settings(tmp_path)
+    params = tiny_params(config).model_copy(update={"models": ("nanmf", "badmf"), "epochs": 2})
+    state = train_and_promote(params, return_state=True)
+    assert state.is_failed()
+    assert "Every model failed, nothing was registered: nanmf: FloatingPointError" in state.message
+    assert "badmf: TypeError" in state.message
+
+    settings = load_mlflow_settings(config)
+    client = MlflowClient(tracking_uri=settings.tracking_uri, registry_uri=settings.tracking_uri)
+    experiment = client.get_experiment_by_name("gnnrec-test")
+    statuses = {
+        r.data.tags.get(TAG_FAMILY, r.data.tags[TAG_ROLE]): r.info.status
+        for r in client.search_runs([experiment.experiment_id])
+    }
+    assert statuses == {"pipeline": "FAILED", "nanmf": "FAILED", "badmf": "FAILED"}
+    assert client.search_model_versions("name = 'recsys'") == []
