@@ -147,15 +147,18 @@ def run_pipeline(params: PipelineParams, *, flow_name: str) -> PipelineOutcome:
 def _prefect_links() -> dict[str, str]:
     """Tags that link an MLflow run to this Prefect flow run (its id, and its UI page when known)."""
     from prefect.runtime import flow_run
-    from prefect.settings import PREFECT_API_URL, PREFECT_UI_URL
+    from prefect.settings import PREFECT_API_URL
+    from prefect.utilities.urls import url_for
 
     run_id = flow_run.get_id()
     if not run_id:
         return {}
-    ui = PREFECT_UI_URL.value() or (PREFECT_API_URL.value() or "").removesuffix("/api")
     links = {"prefect.flow_run_id": str(run_id), "prefect.flow_run_name": str(flow_run.get_name())}
-    if ui:
-        links["prefect.flow_run_url"] = f"{ui.rstrip('/')}/runs/flow-run/{run_id}"
+    # PREFECT_UI_URL when set; else the UI beside the API (a temporary server has none: the id stays).
+    api = (PREFECT_API_URL.value() or "").removesuffix("/api")
+    url = url_for("flow-run", obj_id=run_id, default_base_url=api or None)
+    if url:
+        links["prefect.flow_run_url"] = url
     return links
 
 

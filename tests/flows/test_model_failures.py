@@ -168,7 +168,9 @@ def test_tuning_publishes_a_progress_artifact(failing_run: FailingRun) -> None:
 
 def test_mlflow_runs_link_prefect_and_keep_real_times(failing_run: FailingRun) -> None:
     parent = failing_run.runs["pipeline"]
-    assert parent.data.tags["prefect.flow_run_id"] == str(failing_run.state.state_details.flow_run_id)
+    flow_run_id = str(failing_run.state.state_details.flow_run_id)
+    assert parent.data.tags["prefect.flow_run_id"] == flow_run_id
+    assert parent.data.tags["prefect.flow_run_url"].endswith(f"/runs/flow-run/{flow_run_id}")
     assert parent.data.tags["gnnrec.owner.pid"].isdigit()
 
     trials = {t.number: t for t in _study_trials(failing_run.storage, "mf")}
