@@ -87,6 +87,7 @@ def _print_outcome(outcome: Any, settings: MlflowSettings) -> None:
         "train s",
         "trials",
         "version",
+        "status",
     ]
     columns = [c for c in wanted if rows and c in rows[0]]
     for column in columns:
@@ -94,6 +95,9 @@ def _print_outcome(outcome: Any, settings: MlflowSettings) -> None:
     for row in rows:
         table.add_row(*(f"{row[c]:.4f}" if isinstance(row[c], float) else str(row[c]) for c in columns))
     console.print(table)
+    for row in rows:
+        if row.get("status") == "failed":
+            console.print(f"[red]{row['model']} failed:[/] {row.get('reason', '')}", highlight=False)
     decision = outcome.decision
     verb = "promoted" if decision.promoted else "kept"
     console.print(
@@ -295,6 +299,9 @@ def _run_and_report(
 
         set_threads(threads)
         params = params.model_copy(update={"threads": threads})  # recorded on the MLflow parent run
+    from flows.prefect_server import start_temporary_server
+
+    start_temporary_server()  # a temporary Prefect server that dies with this command, even on SIGKILL
     outcome = flow_fn(params)
     seconds = time.perf_counter() - started
     if as_json:

@@ -9,6 +9,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from tasks.code_version import code_version as _code_version
+from tasks.code_version import source_digest as _source_digest
+
 if TYPE_CHECKING:
     from tasks.ingest.dataset import Dataset
     from tasks.split import Split
@@ -25,9 +28,6 @@ TAG_PARENT = "mlflow.parentRunId"
 TAG_RUN_NAME = "mlflow.runName"
 TAG_CODE = TAG_PREFIX + "code_version"
 
-#: The installed distribution whose version is part of :func:`code_version`.
-PACKAGE = "gnnrec"
-
 
 def git_commit(cwd: Path | None = None) -> str | None:
     """The current git commit of ``cwd`` (default: the current folder), or ``None`` outside a checkout."""
@@ -41,43 +41,20 @@ def git_commit(cwd: Path | None = None) -> str | None:
 
 
 def source_digest(*roots: Path) -> str:
-    """sha256 (first 12 hex chars) of every ``.py`` file under ``roots``: relative path and content, sorted.
-
-    Args:
-        roots: Folders (packages) to hash; the folder's own name is part of each path.
-
-    Returns:
-        The digest; it changes when any file is edited, added, removed or renamed.
-    """
-    h = hashlib.sha256()
-    for root in roots:
-        for path in sorted(root.rglob("*.py")):
-            h.update(f"|{root.name}/{path.relative_to(root).as_posix()}|".encode())
-            h.update(path.read_bytes())
-    return h.hexdigest()[:12]
+    """:func:`tasks.code_version.source_digest` of ``roots`` (every ``.py`` file, with its path)."""
+    return _source_digest(roots)
 
 
 @functools.cache
 def code_version() -> str:
-    """What code trains and serves a model: ``<package version>+<digest of models/ and tasks/>``.
+    """What code trains and serves a model: :func:`tasks.code_version.code_version` of its packages.
 
-    The digest (:func:`source_digest`) covers the ``models`` and ``tasks`` packages, every model, step and
-    export they hold. It is read once per process: a long-lived process (``gnnrec ui`` serving the
+    The same function keys the Prefect caches, so a registered version and a cache entry agree on what
+    "the same code" means. Read once per process: a long-lived process (``gnnrec ui`` serving the
     deployments) runs the modules it imported, so a later edit on disk does not change what it claims to run.
-    Registration tags every version with it and reuses a version only when it matches; cache keys can use it
-    so that a code change invalidates them.
+    Registration tags every version with it and reuses a version only when it matches.
     """
-    from importlib.metadata import PackageNotFoundError, version
-
-    import models
-    import tasks
-
-    try:
-        package = version(PACKAGE)
-    except PackageNotFoundError:
-        package = "0+unknown"
-    roots = [Path(next(iter(pkg.__path__))) for pkg in (models, tasks)]
-    return f"{package}+{source_digest(*roots)}"
+    return _code_version()
 
 
 def split_key(split: Split) -> str:

@@ -100,8 +100,17 @@ def log_metrics(client: MlflowClient, run_id: str, metrics: Mapping[str, float],
         client.log_batch(run_id, metrics=items[start : start + 500])
 
 
+def epoch_metric_key(key: str) -> str:
+    """The MLflow name of a per-epoch value: ``loss`` -> ``epoch_loss``, ``ndcg@20`` -> its validation curve.
+
+    ``ndcg@20`` per epoch is ``epoch_valid_ndcg_at_20``: the prefix keeps the curves apart from the final
+    metrics (``valid_ndcg_at_20``, ``test_ndcg_at_20``).
+    """
+    return f"epoch_valid_{metric_key(key)}" if "@" in key else f"epoch_{metric_key(key)}"
+
+
 def log_history(client: MlflowClient, run_id: str, history: Sequence[Mapping[str, Any]]) -> None:
-    """Per-epoch values as step metrics (step = the epoch recorded in the row, else its position)."""
+    """Per-epoch values as step metrics named by :func:`epoch_metric_key` (step = the row's epoch)."""
     from mlflow.entities import Metric
 
     now = int(time.time() * 1000)
@@ -112,7 +121,7 @@ def log_history(client: MlflowClient, run_id: str, history: Sequence[Mapping[str
             if key == "epoch" or isinstance(value, bool) or not isinstance(value, (int, float)):
                 continue
             if math.isfinite(float(value)):
-                items.append(Metric(key.replace("@", "_at_"), float(value), now, step))
+                items.append(Metric(epoch_metric_key(key), float(value), now, step))
     for start in range(0, len(items), 500):
         client.log_batch(run_id, metrics=items[start : start + 500])
 
@@ -131,6 +140,7 @@ def trial_logger(
         experiment_id = configure_mlflow(settings)
         run = client.create_run(
             experiment_id,
+            start_time=_millis(trial.datetime_start),
             run_name=f"{family}-trial-{trial.number}",
             tags={
                 **lineage.tags(),
@@ -155,9 +165,14 @@ def trial_logger(
             final["trial_seconds"] = trial.duration.total_seconds()
         log_metrics(client, run_id, final)
         status = "FINISHED" if trial.state.name in ("COMPLETE", "PRUNED") else "FAILED"
-        client.set_terminated(run_id, status=status)
+        client.set_terminated(run_id, status=status, end_time=_millis(trial.datetime_complete))
 
     return log_trial
+
+
+def _millis(moment: Any) -> int | None:
+    """A datetime as MLflow's milliseconds since the epoch (``None`` stays ``None``: MLflow uses now)."""
+    return None if moment is None else int(moment.timestamp() * 1000)
 
 
 @contextmanager

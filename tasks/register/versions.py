@@ -197,7 +197,7 @@ def log_trained_model(
         log_history(client, run_id, trained.history)
         log_metrics(client, run_id, final)
         with tempfile.TemporaryDirectory() as tmp:
-            curve = Path(tmp) / f"training_curve_{family}.png"
+            curve = Path(tmp) / "training_curve.png"  # one name in every run: Compare shows them side by side
             training_curve_png(trained.history, family, curve)
             client.log_artifact(run_id, str(curve), artifact_path="plots")
         client.set_tag(run_id, TAG_IDENTITY, identity)

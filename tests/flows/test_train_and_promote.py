@@ -101,7 +101,7 @@ def test_train_and_promote_end_to_end(prefect_harness, tmp_path: Path, monkeypat
         assert len(trials) == 2, child.data.tags[TAG_FAMILY]
         assert all(r.data.params for r in trials)  # the trial's hyperparameters
         assert metric_key("ndcg@20", "test") in child.data.metrics
-        history = client.get_metric_history(child.info.run_id, "loss")
+        history = client.get_metric_history(child.info.run_id, "epoch_loss")
         assert len(history) >= 2  # per-epoch curve as step metrics
         assert any(a.path.startswith("plots") for a in client.list_artifacts(child.info.run_id))
     assert any(a.path == "plots" for a in client.list_artifacts(parent.info.run_id))

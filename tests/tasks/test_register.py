@@ -374,7 +374,7 @@ def test_retried_registration_of_a_run_returns_its_version_not_a_new_one(tmp_pat
     assert [str(v.version) for v in versions] == [retried.version] == ["1"]
     assert versions[0].run_id == child and versions[0].description.startswith("mf on")
     assert versions[0].tags[TAG_FAMILY] == "mf"
-    history = client.get_metric_history(child, "loss")
+    history = client.get_metric_history(child, "epoch_loss")
     assert len(history) == trained.epochs_run  # the per-epoch curve was not logged twice
     assert register.registered_version_of_run(client, "rec", child) == "1"
     assert register.registered_version_of_run(client, "rec", parent) is None
