@@ -13,7 +13,7 @@ it) becomes one ``[N, F]`` float32 matrix plus a name per column. Each column is
   ``max_categories`` of them (most frequent first); the rest share a ``<col>=<other>`` bucket and a missing
   value sets ``<col>:missing``. A column with no category that frequent is skipped.
 * **multi-valued** (cells that are lists, tuples or sets, or text joined by ``|`` such as ``"a|b"`` whose
-  values repeat):
+  parts repeat across cells):
   multi-hot over the ``top_k`` values found in the most rows (each seen at least ``min_count`` times), so a
   high-cardinality column such as Last.fm's tags keeps its head; a row with only rarer values sets
   ``<col>=<other>``, an empty one ``<col>:missing``.
@@ -140,9 +140,10 @@ def encoded_digest(features: EncodedFeatures | None) -> bytes:
 def _kind(series: pd.Series) -> tuple[str, pd.Series]:
     """The encoding kind of a column and its cells (text that is all numbers comes back as numbers).
 
-    Text joined by ``|`` is multi-valued only when its values repeat (fewer distinct values than half the
-    rows), so a name that happens to hold a ``|`` stays a name. Text whose values are mostly distinct
-    (more than half the rows) is an identifier or free text (``identifier``) and is not encoded.
+    Text joined by ``|`` is multi-valued only when splitting it leaves fewer distinct values than there
+    are distinct cells (the parts repeat across cells), so a name that happens to hold a ``|`` stays a
+    name. Text whose values are mostly distinct (more than half the rows) is an identifier or free text
+    (``identifier``) and is not encoded.
     """
     if pd.api.types.is_bool_dtype(series):
         return "binary", series.astype("float64")
@@ -154,8 +155,8 @@ def _kind(series: pd.Series) -> tuple[str, pd.Series]:
         return "multi", series
     text = present.astype(str).str.strip()
     if len(text) and text.str.contains(SEPARATOR, regex=False).any():
-        distinct_tokens = text.str.split(SEPARATOR, regex=False).explode().str.strip().nunique()
-        if distinct_tokens < 0.5 * len(text):
+        tokens = text.str.split(SEPARATOR, regex=False).explode().str.strip()
+        if tokens[tokens != ""].nunique() < text.nunique():
             return "multi", series
     numbers = pd.to_numeric(text, errors="coerce")
     if len(text) and bool(numbers.notna().all()):
