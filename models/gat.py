@@ -65,6 +65,8 @@ class GAT(EmbeddingRecommender):
         combine: ``"concat"`` or ``"mean"`` of the input and the layer outputs.
         reg_weight: Coefficient of the batch L2 term on the layer-0 id embeddings.
         init_std: Standard deviation of the id embeddings' (and feature projections') normal init.
+        use_features: Add the projected features to the id embeddings when the data has them (``False``
+            ignores them: the id-only model, for ablations and the search).
         user_features: Encoded user features ``[U, F_u]``, or ``None``.
         item_features: Encoded item features ``[I, F_i]``, or ``None``.
     """
@@ -88,6 +90,7 @@ class GAT(EmbeddingRecommender):
         combine: Literal["concat", "mean"] = "concat",
         reg_weight: float = 1e-4,
         init_std: float = 0.1,
+        use_features: bool = True,
         user_features: Tensor | None = None,
         item_features: Tensor | None = None,
     ) -> None:
@@ -115,6 +118,8 @@ class GAT(EmbeddingRecommender):
         self.combine = combine
         self.init_std = init_std
         self.register_buffer("edge_index", edge_index.long(), persistent=False)
+        if not use_features:
+            user_features = item_features = None
         self.input = FeatureInput(num_users, num_items, embedding_dim, user_features, item_features)
         conv_cls = GATConv if version == "v1" else GATv2Conv
         self.convs = nn.ModuleList(
@@ -140,6 +145,7 @@ class GAT(EmbeddingRecommender):
             combine=combine,
             reg_weight=reg_weight,
             init_std=init_std,
+            use_features=use_features,
         )
         self.reset_parameters()
 
@@ -176,6 +182,7 @@ class GAT(EmbeddingRecommender):
             "combine": "concat",
             "reg_weight": 1e-4,
             "init_std": 0.1,
+            "use_features": True,
         }
 
     @staticmethod
@@ -194,6 +201,7 @@ class GAT(EmbeddingRecommender):
             "combine": trial.suggest_categorical("combine", ["concat", "mean"]),
             "reg_weight": trial.suggest_float("reg_weight", 1e-6, 1e-1, log=True),
             "init_std": trial.suggest_float("init_std", 1e-3, 0.2, log=True),
+            "use_features": trial.suggest_categorical("use_features", [True, False]),
         }
 
     def embeddings(self) -> tuple[Tensor, Tensor]:

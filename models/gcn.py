@@ -177,6 +177,8 @@ class GCN(EmbeddingRecommender):
         activation: Non-linearity between layers (none after the last).
         reg_weight: Coefficient of the batch L2 term on the layer-0 id embeddings.
         init_std: Standard deviation of the id embeddings' (and feature projections') normal init.
+        use_features: Add the projected features to the id embeddings when the data has them (``False``
+            ignores them: the id-only model, for ablations and the search).
         user_features: Encoded user features ``[U, F_u]``, or ``None``.
         item_features: Encoded item features ``[I, F_i]``, or ``None``.
     """
@@ -198,6 +200,7 @@ class GCN(EmbeddingRecommender):
         activation: Activation = "relu",
         reg_weight: float = 1e-4,
         init_std: float = 0.1,
+        use_features: bool = True,
         user_features: Tensor | None = None,
         item_features: Tensor | None = None,
     ) -> None:
@@ -214,6 +217,8 @@ class GCN(EmbeddingRecommender):
         self.activation = activation
         self.init_std = init_std
         self.register_buffer("adj", adj.float(), persistent=False)
+        if not use_features:
+            user_features = item_features = None
         self.input = FeatureInput(num_users, num_items, embedding_dim, user_features, item_features)
         # Â is precomputed, so the layer must not normalise again; its bias is GCN's b^(l).
         self.convs = nn.ModuleList(
@@ -229,6 +234,7 @@ class GCN(EmbeddingRecommender):
             activation=activation,
             reg_weight=reg_weight,
             init_std=init_std,
+            use_features=use_features,
         )
         self.reset_parameters()
 
@@ -264,6 +270,7 @@ class GCN(EmbeddingRecommender):
             "activation": "relu",
             "reg_weight": 1e-4,
             "init_std": 0.1,
+            "use_features": True,
         }
 
     @staticmethod
@@ -281,6 +288,7 @@ class GCN(EmbeddingRecommender):
             "activation": trial.suggest_categorical("activation", ["relu", "leaky_relu", "tanh"]),
             "reg_weight": trial.suggest_float("reg_weight", 1e-6, 1e-1, log=True),
             "init_std": trial.suggest_float("init_std", 1e-3, 0.2, log=True),
+            "use_features": trial.suggest_categorical("use_features", [True, False]),
         }
 
     def embeddings(self) -> tuple[Tensor, Tensor]:

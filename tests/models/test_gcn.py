@@ -167,3 +167,15 @@ def test_bad_hyperparameters_are_rejected():
         GCN.from_graphs(graphs, num_layers=0)
     with pytest.raises(ValueError, match="CSR"):
         GCN(graphs.num_users + 1, graphs.num_items, adj=graphs.ui_adj)
+
+
+@pytest.mark.parametrize("name", ["gcn", "gat"])
+def test_use_features_false_ignores_them(name):
+    graphs = random_graphs(seed=3)
+    featured = dataclasses.replace(graphs, item_features=torch.randn(graphs.num_items, 5))
+    torch.manual_seed(2)
+    ignored = get_model(name).from_graphs(featured, embedding_dim=8, use_features=False).eval()
+    torch.manual_seed(2)
+    plain = get_model(name).from_graphs(graphs, embedding_dim=8).eval()
+    assert ignored.input.item_projection is None
+    assert torch.equal(ignored.embeddings()[1], plain.embeddings()[1])
