@@ -23,12 +23,12 @@ def retrain(params: PipelineParams = RETRAIN_DEFAULTS) -> PipelineOutcome:
     """Reload, validate, warm-start from the best known hyperparameters, retrain, evaluate and promote.
 
     Args:
-        params: As for ``train-and-promote``; ``warm_start`` is forced on.
+        params: As for ``train-and-promote``, with warm start on by default (the form's switch is honoured).
 
     Returns:
         The leaderboard, the registered versions and the promotion decision.
     """
     try:
-        return run_pipeline(params.model_copy(update={"warm_start": True}), flow_name="retrain")
+        return run_pipeline(params, flow_name="retrain")
     except DataContractError as err:
         return contract_failed(err)

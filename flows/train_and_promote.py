@@ -90,7 +90,7 @@ def run_pipeline(params: PipelineParams, *, flow_name: str) -> PipelineOutcome:
     from tasks.register import Lineage, load_mlflow_settings, split_key, trial_logger
     from tasks.report import leaderboard_row, rank_leaderboard, run_facts
     from tasks.train import set_threads
-    from tasks.tune import study_name
+    from tasks.tune import study_name, trial_settings_key
 
     logger = get_run_logger()
     # Before any task: torch's worker threads read the thread count once, at their first parallel op.
@@ -129,7 +129,9 @@ def run_pipeline(params: PipelineParams, *, flow_name: str) -> PipelineOutcome:
         for family in params.models:
             # Per model: tune on validation -> retrain the best trial -> evaluate on test -> register.
             base = params.train_config(family, metric)
-            study = study_name(dataset.fingerprint, split_key(split), family)
+            study = study_name(
+                dataset.fingerprint, split_key(split), family, trial_settings_key(base, params.train_space)
+            )
             child = t.start_model_run(settings, parent, family, lineage)
             warm = t.warm_start_params(settings, family, study) if params.warm_start else None
             tuned = t.tune_model(
