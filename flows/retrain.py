@@ -12,10 +12,10 @@ from __future__ import annotations
 from prefect import flow
 
 from flows.train_and_promote import DataContractError, PipelineOutcome, contract_failed, run_pipeline
-from tasks.pipeline_config import PipelineParams
+from tasks.pipeline_config import PipelineParams, retrain_defaults
 
 #: Defaults of a scheduled retrain: warm start, one trial per model (none when the study already has one).
-RETRAIN_DEFAULTS = PipelineParams(n_trials=1, extra_trials=0, warm_start=True)
+RETRAIN_DEFAULTS = retrain_defaults()
 
 
 @flow(name="retrain", log_prints=True)

@@ -316,6 +316,16 @@ def _cross_field_errors(data: Any) -> list[tuple[tuple[str, ...], str, Any]]:
     return found
 
 
+#: What a scheduled ``retrain`` changes from the defaults: warm start, one trial per model (none when the
+#: study already holds one).
+RETRAIN_CHANGES: dict[str, Any] = {"n_trials": 1, "extra_trials": 0, "warm_start": True}
+
+
+def retrain_defaults() -> PipelineParams:
+    """The defaults of a ``retrain`` run: :class:`PipelineParams` with :data:`RETRAIN_CHANGES`."""
+    return PipelineParams(**RETRAIN_CHANGES)
+
+
 def _deep_merge(base: dict[str, Any], updates: Mapping[str, Any]) -> dict[str, Any]:
     merged = dict(base)
     for key, value in updates.items():
