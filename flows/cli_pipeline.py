@@ -138,6 +138,7 @@ class PipelineOptions:
     lr: float | None = None
     batch_size: int | None = None
     metric: str | None = None
+    ks: tuple[int, ...] | None = None
     device: str | None = None
     train_space: str | None = None
     threads: int | None = None
@@ -175,6 +176,7 @@ class PipelineOptions:
             "lr": self.lr,
             "batch_size": self.batch_size,
             "metric": self.metric,
+            "ks": self.ks,
             "device": self.device,
             "seed": self.seed,
             "threads": self.threads,
@@ -383,6 +385,12 @@ def _pipeline_command(kind: Literal["train-and-promote", "retrain"]) -> Callable
             str | None,
             typer.Option("--metric", help="Selection metric, e.g. ndcg@20 (default: mlflow.yml's)."),
         ] = None,
+        ks: Annotated[
+            list[int] | None,
+            typer.Option(
+                "--k", help="Evaluation cut-off K, repeatable; must include the metric's (default: config's)."
+            ),
+        ] = None,
         device: Annotated[
             str | None, typer.Option("--device", help="auto (CUDA when present), cpu, cuda or cuda:N.")
         ] = None,
@@ -420,6 +428,7 @@ def _pipeline_command(kind: Literal["train-and-promote", "retrain"]) -> Callable
             lr=lr,
             batch_size=batch_size,
             metric=metric,
+            ks=tuple(ks) if ks else None,
             device=device,
             train_space=train_space,
             threads=threads,

@@ -139,7 +139,7 @@ class PipelineParams(BaseModel):
     ks: tuple[int, ...] = Field(
         default=(10, 20),
         title="Cut-offs",
-        description="Cut-offs K at which every model is evaluated (the selection metric's K is added).",
+        description="Cut-offs K at which every model is evaluated; they include the selection metric's K.",
     )
     seed: int = Field(
         default=2020, title="Seed", description="Seed of the Optuna sampler and of every training run."
@@ -249,7 +249,11 @@ class PipelineParams(BaseModel):
         return model
 
     def ks_with(self, metric: str) -> tuple[int, ...]:
-        """The evaluation cut-offs, including the one of ``metric`` (``ndcg@50`` adds 50)."""
+        """The evaluation cut-offs, including the one of ``metric``.
+
+        A ``metric`` given here must be among :attr:`ks` (validated); ``mlflow.yml``'s selection metric,
+        used when :attr:`metric` is empty, is added (``ndcg@50`` adds 50).
+        """
         return tuple(sorted({*self.ks, int(metric.partition("@")[2])}))
 
     def train_config(self, family: str, metric: str) -> TrainConfig:
@@ -305,6 +309,17 @@ def _cross_field_errors(data: Any) -> list[tuple[tuple[str, ...], str, Any]]:
                 None,
             )
         )
+    metric, ks = _get(data, "metric"), _get(data, "ks")
+    if isinstance(metric, str) and metric.partition("@")[2].isdigit() and ks is not None:
+        cutoff = int(metric.partition("@")[2])
+        if cutoff not in {int(k) for k in ks if str(k).lstrip("-").isdigit()}:
+            found.append(
+                (
+                    ("metric",),
+                    f"the metric's cut-off {cutoff} is not among the evaluated ks {list(ks)}: add it",
+                    metric,
+                )
+            )
     if _get(data, "split", "method") == "fixed" and dataset == "synthetic":
         found.append(
             (
