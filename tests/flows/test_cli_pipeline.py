@@ -71,7 +71,16 @@ def test_run_and_retrain_share_the_data_options(name: str) -> None:
         if p.opts[0] in flags:
             assert flags[p.opts[0]].help == p.help, p.opts
     # every pipeline setting defaults to "not given": the values in effect come from PipelineParams
-    settings = {"--users", "--interactions", "--trials", "--epochs", "--lr", "--dataset", "--ratios", "--seed"}
+    settings = {
+        "--users",
+        "--interactions",
+        "--trials",
+        "--epochs",
+        "--lr",
+        "--dataset",
+        "--ratios",
+        "--seed",
+    }
     assert all(flags[flag].default is None for flag in settings if flag in flags)
     assert "exit" in (command.help or "").lower()
 
