@@ -334,7 +334,16 @@ def infrastructure_message(exc: BaseException) -> str | None:
             return f"The study store (Optuna storage) failed: {_one_line(exc)[:600]}"
     if isinstance(exc, ConnectionError):
         return f"A connection failed: {_one_line(exc)}"
-    if isinstance(exc, OSError) and exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM) and exc.filename:
+    refused = (
+        errno.EROFS,
+        errno.EACCES,
+        errno.EPERM,
+        errno.ENOSPC,
+        errno.ENOTDIR,
+        errno.EEXIST,
+        errno.EISDIR,
+    )
+    if isinstance(exc, OSError) and exc.errno in refused and exc.filename:
         path = Path(str(exc.filename)).resolve()
         if any(path == root or root in path.parents for root in _STORE_ROOTS):
             return f"The store cannot be written: {exc.strerror} ({exc.filename}). Check its permissions."
@@ -350,7 +359,9 @@ def input_message(exc: BaseException) -> str | None:
     """The one-paragraph message of an unusable input or option (exit 2), or ``None``."""
     from pydantic import ValidationError
 
-    if isinstance(exc, DataFormatError | DatasetNotAvailableError):
+    from tasks.pipeline_config import RunConfigError
+
+    if isinstance(exc, DataFormatError | DatasetNotAvailableError | RunConfigError):
         return _one_line(exc)
     if isinstance(exc, ValidationError):
         return describe_validation_error(exc)
@@ -416,6 +427,35 @@ def probe_tracking_server(uri: str, timeout_s: float = PROBE_TIMEOUT_S) -> None:
         ) from None
 
 
+def probe_sqlite_store(uri: str) -> None:
+    """Check that a local ``sqlite:///`` store can be opened and written (other URIs: nothing).
+
+    MLflow retries an engine that cannot connect ten times with backoff (about 100 s); one write
+    transaction here turns a store that is a folder, read-only or on a full disk into a message at once.
+
+    Raises:
+        InfrastructureError: The database cannot be opened or written.
+    """
+    import sqlite3
+
+    path = uri.partition(":///")[2] if uri.startswith("sqlite") and ":///" in uri else ""
+    if not path or path == ":memory:":
+        return
+    try:
+        Path(path).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        connection = sqlite3.connect(path, timeout=30)
+        try:
+            connection.execute("BEGIN IMMEDIATE")  # takes the write lock: fails on a read-only database
+            connection.rollback()
+        finally:
+            connection.close()
+    except (sqlite3.Error, OSError) as err:
+        raise InfrastructureError(
+            f"The store {path} cannot be opened for writing ({_one_line(err)}). Check that it is a writable "
+            "SQLite file, or point mlflow.yml at another store."
+        ) from None
+
+
 @contextmanager
 def store_lock(settings: MlflowSettings) -> Iterator[None]:
     """Hold an exclusive file lock beside the local SQLite stores while their schemas are created.
@@ -474,6 +514,8 @@ def load_settings(mlflow_config: Path | None) -> MlflowSettings:
     with error_boundary():
         probe_tracking_server(settings.tracking_uri)
         with store_lock(settings):
+            for uri in (settings.tracking_uri, settings.study_storage):
+                probe_sqlite_store(uri)
             configure_mlflow(settings)
             if settings.study_storage.startswith("sqlite"):
                 import optuna

@@ -310,7 +310,9 @@ def _cross_field_errors(data: Any) -> list[tuple[tuple[str, ...], str, Any]]:
             )
         )
     metric, ks = _get(data, "metric"), _get(data, "ks")
-    if isinstance(metric, str) and metric.partition("@")[2].isdigit() and ks is not None:
+    if ks is None:
+        ks = PipelineParams.model_fields["ks"].default
+    if isinstance(metric, str) and metric.partition("@")[2].isdigit() and isinstance(ks, list | tuple):
         cutoff = int(metric.partition("@")[2])
         if cutoff not in {int(k) for k in ks if str(k).lstrip("-").isdigit()}:
             found.append(
@@ -351,12 +353,16 @@ def _deep_merge(base: dict[str, Any], updates: Mapping[str, Any]) -> dict[str, A
     return merged
 
 
+class RunConfigError(ValueError):
+    """A run-config file is not a YAML mapping (the CLI reports it as an unusable input, exit 2)."""
+
+
 def read_params_file(path: Path) -> dict[str, Any]:
     """The fields of a run-config YAML file (``gnnrec.yml``): a mapping of :class:`PipelineParams` fields.
 
     Raises:
         OSError: The file cannot be read.
-        ValueError: It is not YAML, or not a mapping.
+        RunConfigError: It is not YAML, or not a mapping.
     """
     import yaml
 
@@ -364,11 +370,11 @@ def read_params_file(path: Path) -> dict[str, Any]:
     try:
         loaded = yaml.safe_load(text)
     except yaml.YAMLError as err:
-        raise ValueError(f"{path} is not valid YAML: {' '.join(str(err).split())}") from None
+        raise RunConfigError(f"{path} is not valid YAML: {' '.join(str(err).split())}") from None
     if loaded is None:
         return {}
     if not isinstance(loaded, dict):
-        raise ValueError(
+        raise RunConfigError(
             f"{path} must hold a mapping of pipeline settings (e.g. 'epochs: 25'), not {loaded!r}"
         )
     return loaded
@@ -391,7 +397,7 @@ def effective_params(
 
     Raises:
         OSError: The file cannot be read.
-        ValueError: The file is not a YAML mapping.
+        RunConfigError: The file is not a YAML mapping.
         pydantic.ValidationError: A value is invalid.
     """
     merged = base.model_dump(exclude_unset=True) if base is not None else {}
