@@ -61,6 +61,9 @@ def ui(
     mlflow_port: Annotated[int, typer.Option(help="MLflow UI port.", min=1, max=65535)] = 5000,
     mlflow_config: MlflowConfigOption = None,
     threads: ThreadsOption = None,
+    startup_timeout: Annotated[
+        float, typer.Option(help="Seconds to wait for the Prefect server to answer.", min=1.0)
+    ] = 120.0,
 ) -> None:
     """Start a local Prefect server, the MLflow UI, and serve the deployments, on 127.0.0.1, until Ctrl-C.
 
@@ -119,8 +122,8 @@ def ui(
                 *("--host", "127.0.0.1", "--port", str(mlflow_port)),
             ]
         )
-        if not wait_for_http(f"{api_url}/health", timeout_s=120):
-            raise _Stop("the Prefect server did not start within 120 s")
+        if not wait_for_http(f"{api_url}/health", timeout_s=startup_timeout):
+            raise _Stop(f"the Prefect server did not start within {startup_timeout:g} s (--startup-timeout)")
         start([sys.executable, "-m", "flows.deploy"])
         typer.echo(
             f"Prefect UI: http://127.0.0.1:{prefect_port}  (Deployments -> train-and-promote/manual -> Run)"
