@@ -89,6 +89,7 @@ def ui(
     if mlflow_config is not None:
         env["GNNREC_MLFLOW_CONFIG"] = str(mlflow_config.resolve())
     procs: list[subprocess.Popen[bytes]] = []
+    names: dict[int, str] = {}
     pgid: int | None = None
 
     def start(command: list[str]) -> None:
@@ -97,6 +98,7 @@ def ui(
         proc = subprocess.Popen(command, env=env, process_group=0 if pgid is None else pgid)
         pgid = proc.pid if pgid is None else pgid
         procs.append(proc)
+        names[proc.pid] = " ".join(Path(command[0]).name.split() + command[1:3])
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
         raise _Stop(signal.Signals(signum).name)
@@ -134,7 +136,7 @@ def ui(
             time.sleep(0.5)
         stopped = next(p for p in procs if p.poll() is not None)
         typer.echo(
-            f"Error: {stopped.args[0]} stopped (exit {stopped.returncode}); stopping the others.", err=True
+            f"Error: {names[stopped.pid]} stopped (exit {stopped.returncode}); stopping the others.", err=True
         )
         code = EXIT_INFRASTRUCTURE
     except KeyboardInterrupt:

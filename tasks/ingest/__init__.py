@@ -53,7 +53,7 @@ def load_raw(config: DataConfig) -> RawTables:
     if config.rating_scale is not None:  # the user's declared scale replaces the source's own
         import dataclasses
 
-        raw = dataclasses.replace(raw, rating_scale=tuple(config.rating_scale))
+        raw = dataclasses.replace(raw, rating_scale=config.rating_scale)
     return raw
 
 
