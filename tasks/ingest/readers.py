@@ -225,8 +225,10 @@ def _too_large(
         if empty
         else "ids must fit a signed 64-bit integer (up to 2^63 - 1 = 9223372036854775807)"
     )
+    value = series[label]
+    shown = str(value.item() if isinstance(value, np.generic) else value)
     raise DataFormatError(
-        f"{where}: the {what} {series[label]!r} cannot be kept exactly: {reason} "
+        f"{where}: the {what} {shown} cannot be kept exactly: {reason} "
         f"({int(mask.sum())} such value(s) in the file). Map the ids to smaller integers before loading; "
         "they are never rounded or wrapped, since that would merge distinct users or items.",
         path=str(path),
