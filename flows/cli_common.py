@@ -520,10 +520,7 @@ def load_settings(mlflow_config: Path | None) -> MlflowSettings:
             if settings.study_storage.startswith("sqlite"):
                 import optuna
 
-                from tasks.tune import open_study
-
-                optuna.logging.set_verbosity(optuna.logging.WARNING)
-                open_study("gnnrec-schema", settings.study_storage, seed=0)  # creates the tables once
+                optuna.storages.RDBStorage(settings.study_storage)  # creates the tables (no study) once
     return settings
 
 

@@ -305,7 +305,7 @@ def _cross_field_errors(data: Any) -> list[tuple[tuple[str, ...], str, Any]]:
         found.append(
             (
                 ("data", "data_dir"),
-                f"the '{dataset}' source reads local files: give the folder that holds them",
+                f"the '{dataset}' source reads local files: give the folder that holds them (--data-dir)",
                 None,
             )
         )
