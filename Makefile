@@ -21,8 +21,12 @@ $(STAMP): $(BIN)/python pyproject.toml constraints.txt
 
 install: $(STAMP)
 
+# The pipeline's defaults live in one place (PipelineParams: 4 trials, 40 epochs, 600 s per model, lr 1e-3);
+# `make run` asks for a small budget explicitly, so that it finishes in about 2 minutes on 2 shared cores.
+RUN_BUDGET ?= --trials 2 --timeout 60 --epochs 25 --lr 0.005 --threads 1
+
 run: $(STAMP)
-	$(BIN)/gnnrec run
+	$(BIN)/gnnrec run $(RUN_BUDGET)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

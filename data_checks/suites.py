@@ -9,9 +9,10 @@ The rules, table by table (``U`` is the set of interaction users, ``I`` the set 
 * ``interactions``: ``user`` and ``item`` exist, are not null and are whole numbers (a regex on their text,
   which GX takes with ``astype(str)`` after dropping missing values, so ``3``, ``3.0`` and ``"3"`` pass,
   ``"u3"`` and ``3.5`` fail); ``rating`` (when present) is not null and lies in ``rating_scale`` when the
-  source declares one, else is strictly positive (listen counts, weights); ``timestamp`` (when present) is
-  not null and lies between 1970-01-01 and now + 1 day (unix seconds); ``(user, item)`` pairs are unique
-  unless duplicates are to be aggregated; at least ``min_interactions`` rows; ``split`` (when present) is
+  source (or the user, ``--rating-scale``) declares one, else is strictly positive and finite (listen
+  counts, weights); ``timestamp`` (when present) is not null and lies between 1970-01-01 and now + 1 day
+  (unix seconds); ``(user, item)`` pairs are unique unless duplicates are to be aggregated; at least
+  ``min_interactions`` rows; ``split`` (when present) is
   one of ``train``/``valid``/``test``.
 * ``social``: ``user`` and ``friend`` exist, are not null, are whole numbers; no row links a user to herself
   (an error); both ends are in ``U`` (a *warning*: edges to users without interactions are dropped when the
@@ -38,6 +39,7 @@ table's own column names.
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -187,7 +189,8 @@ def interactions_suite(
                     column="rating",
                     min_value=0.0,
                     strict_min=True,
-                    description="weights are positive (no rating scale is declared)",
+                    max_value=sys.float_info.max,
+                    description="weights are positive and finite (no rating scale is declared)",
                 )
             )
     if "timestamp" in inter.columns:

@@ -15,15 +15,20 @@ configs with :func:`data_config` / :func:`split_config`, and runs its body insid
             config = data_config(dataset=dataset, data_dir=data_dir)
             ...
 
-The option names, help texts and defaults are the same in every command, so ``gnnrec data stats``,
-``gnnrec train``, ``gnnrec run`` and ``gnnrec retrain`` read the same data from the same flags, and exit with
-the same codes: 0 ok, 1 the data broke its contract, 2 unusable input. Nothing here imports torch, GX,
-Prefect or MLflow.
+The option names and help texts are the same in every command, so ``gnnrec data stats``, ``gnnrec train``,
+``gnnrec run`` and ``gnnrec retrain`` read the same data from the same flags, and exit with the same codes
+(:data:`EXIT_OK` ... :data:`EXIT_INFRASTRUCTURE`), each failure as one paragraph on stderr, never a
+traceback. Nothing here imports torch, GX, Prefect or MLflow at import time.
 """
 
 from __future__ import annotations
 
+import errno
 import json
+import logging
+import os
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -37,12 +42,23 @@ from tasks.ingest.errors import DataFormatError, DatasetNotAvailableError
 
 if TYPE_CHECKING:
     from data_checks import ValidationReport
+    from tasks.register import MlflowSettings
 
-# Exit codes shared by every command: 0 success, 1 the data broke the contract (or a check failed),
-# 2 the input could not be used at all (unreadable files, missing dataset, invalid options).
+# Exit codes shared by every command (README, "Exit codes"): 0 success, 1 the data broke the contract,
+# 2 a usage error or an input that cannot be read (unreadable files, missing dataset, invalid options),
+# 3 the infrastructure failed (tracking server unreachable, store read-only, mlflow.yml not valid YAML).
 EXIT_OK = 0
 EXIT_CHECK_FAILED = 1
 EXIT_BAD_INPUT = 2
+EXIT_INFRASTRUCTURE = 3
+
+#: Seconds the tracking-server probe waits for an answer.
+PROBE_TIMEOUT_S = 5.0
+
+
+class InfrastructureError(Exception):
+    """The tracking server, the store or its settings cannot be used (exit :data:`EXIT_INFRASTRUCTURE`)."""
+
 
 DatasetOption = Annotated[
     DatasetName,
@@ -85,6 +101,17 @@ MinRatingOption = Annotated[
             "Keep only interactions rated at least this (turns ratings into implicit feedback); default "
             "keeps all."
         ),
+    ),
+]
+RatingScaleOption = Annotated[
+    tuple[float, float] | None,
+    typer.Option(
+        "--rating-scale",
+        help=(
+            "MIN MAX of a valid rating, e.g. 1 5: the data contract rejects ratings outside it (and any "
+            "non-finite one); default: any finite rating."
+        ),
+        show_default=False,
     ),
 ]
 KCoreOption = Annotated[
@@ -275,33 +302,287 @@ def contract_failed(report: ValidationReport, as_json: bool = False) -> NoReturn
     raise typer.Exit(EXIT_CHECK_FAILED)
 
 
+#: Folders of the MLflow and Optuna stores in use: a write refused there is an infrastructure failure (3),
+#: elsewhere an unusable input (2).
+_STORE_ROOTS: list[Path] = []
+
+
+def _one_line(text: object) -> str:
+    return " ".join(str(text).split())
+
+
+def infrastructure_message(exc: BaseException) -> str | None:
+    """The one-paragraph message of an infrastructure failure, or ``None`` when ``exc`` is not one.
+
+    Infrastructure: :class:`InfrastructureError`; MLflow's errors (``MlflowException``, which wraps the
+    tracking server's HTTP errors and the SQL store's); SQLAlchemy's (the Optuna storage); a connection
+    error; a write refused (read-only file system, permission) inside a store folder.
+    """
+    import sys
+
+    if isinstance(exc, InfrastructureError):
+        return str(exc)
+    if "mlflow" in sys.modules:
+        from mlflow.exceptions import MlflowException
+
+        if isinstance(exc, MlflowException):
+            return f"The MLflow tracking store failed: {_one_line(exc.message)[:600]}"
+    if "sqlalchemy" in sys.modules:
+        from sqlalchemy.exc import SQLAlchemyError
+
+        if isinstance(exc, SQLAlchemyError):
+            return f"The study store (Optuna storage) failed: {_one_line(exc)[:600]}"
+    if isinstance(exc, ConnectionError):
+        return f"A connection failed: {_one_line(exc)}"
+    refused = (
+        errno.EROFS,
+        errno.EACCES,
+        errno.EPERM,
+        errno.ENOSPC,
+        errno.ENOTDIR,
+        errno.EEXIST,
+        errno.EISDIR,
+    )
+    if isinstance(exc, OSError) and exc.errno in refused and exc.filename:
+        path = Path(str(exc.filename)).resolve()
+        if any(path == root or root in path.parents for root in _STORE_ROOTS):
+            return f"The store cannot be written: {exc.strerror} ({exc.filename}). Check its permissions."
+    if "sqlite3" in sys.modules:
+        import sqlite3
+
+        if isinstance(exc, sqlite3.OperationalError):
+            return f"The store failed: {_one_line(exc)}"
+    return None
+
+
+def input_message(exc: BaseException) -> str | None:
+    """The one-paragraph message of an unusable input or option (exit 2), or ``None``."""
+    from pydantic import ValidationError
+
+    from tasks.pipeline_config import RunConfigError
+
+    if isinstance(exc, DataFormatError | DatasetNotAvailableError | RunConfigError):
+        return _one_line(exc)
+    if isinstance(exc, ValidationError):
+        return describe_validation_error(exc)
+    if isinstance(exc, OSError):
+        return f"{exc.strerror or exc} ({exc.filename})" if exc.filename else str(exc)
+    return None
+
+
 @contextmanager
 def error_boundary(*, as_json: bool = False) -> Iterator[None]:
-    """Turn a broken contract into exit 1 and the errors a person can fix into one paragraph and exit 2.
+    """Turn every failure a person can act on into one paragraph and its exit code (never a traceback).
 
     Caught: :class:`~tasks.prepare.DataContractError` (the data broke its contract: the GX summary, or with
-    ``as_json`` the report as one JSON object, on stdout, exit 1); :class:`DataFormatError` (a file cannot
-    be parsed), :class:`DatasetNotAvailableError` (files missing or not downloadable),
-    ``pydantic.ValidationError`` (an option out of range) and ``OSError`` (a path that cannot be read or
-    written), each as one paragraph on stderr with exit 2. Anything else is a bug and keeps its traceback.
+    ``as_json`` the report as one JSON object, on stdout, exit 1); an infrastructure failure
+    (:func:`infrastructure_message`, exit 3); :class:`DataFormatError` (a file cannot be parsed),
+    :class:`DatasetNotAvailableError` (files missing or not downloadable), ``pydantic.ValidationError``
+    (an option out of range) and ``OSError`` (a path that cannot be read or written), exit 2. Anything else
+    is a bug and keeps its traceback.
 
     Args:
         as_json: How a broken contract is printed (the command's ``--json``).
 
     Raises:
-        typer.Exit: With code :data:`EXIT_CHECK_FAILED` or :data:`EXIT_BAD_INPUT` for the errors above.
+        typer.Exit: With the code of the failure.
     """
-    from pydantic import ValidationError
-
     from tasks.prepare import DataContractError
 
     try:
         yield
     except DataContractError as exc:
         contract_failed(exc.report, as_json)
-    except (DataFormatError, DatasetNotAvailableError) as exc:
-        fail(" ".join(str(exc).split()))
-    except ValidationError as exc:
-        fail(describe_validation_error(exc))
-    except OSError as exc:
-        fail(f"{exc.strerror or exc} ({exc.filename})" if exc.filename else str(exc))
+    except Exception as exc:
+        infrastructure = infrastructure_message(exc)
+        if infrastructure is not None:
+            fail(infrastructure, EXIT_INFRASTRUCTURE)
+        message = input_message(exc)
+        if message is not None:
+            fail(message)
+        raise
+
+
+def probe_tracking_server(uri: str, timeout_s: float = PROBE_TIMEOUT_S) -> None:
+    """Check that an ``http(s)://`` tracking server answers, within ``timeout_s`` (other URIs: nothing).
+
+    MLflow retries a refused connection with backoff for minutes; one short request first turns an
+    unreachable server into a message within seconds. Any HTTP answer counts as reachable.
+
+    Raises:
+        InfrastructureError: Nothing answers at ``uri``.
+    """
+    if not uri.startswith(("http://", "https://")):
+        return
+    try:
+        with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=timeout_s):  # noqa: S310 (the configured URI)
+            return
+    except urllib.error.HTTPError:
+        return  # it answered
+    except (urllib.error.URLError, OSError) as err:
+        reason = getattr(err, "reason", err)
+        raise InfrastructureError(
+            f"The MLflow tracking server at {uri} is unreachable ({reason}). Start it, or point tracking_uri "
+            "in mlflow.yml at a running server or a local sqlite:/// store."
+        ) from None
+
+
+def probe_sqlite_store(uri: str) -> None:
+    """Check that a local ``sqlite:///`` store can be opened and written (other URIs: nothing).
+
+    MLflow retries an engine that cannot connect ten times with backoff (about 100 s); one write
+    transaction here turns a store that is a folder, read-only or on a full disk into a message at once.
+
+    Raises:
+        InfrastructureError: The database cannot be opened or written.
+    """
+    import sqlite3
+
+    path = uri.partition(":///")[2] if uri.startswith("sqlite") and ":///" in uri else ""
+    if not path or path == ":memory:":
+        return
+    try:
+        Path(path).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        connection = sqlite3.connect(path, timeout=30)
+        try:
+            connection.execute("BEGIN IMMEDIATE")  # takes the write lock: fails on a read-only database
+            connection.rollback()
+        finally:
+            connection.close()
+    except (sqlite3.Error, OSError) as err:
+        raise InfrastructureError(
+            f"The store {path} cannot be opened for writing ({_one_line(err)}). Check that it is a writable "
+            "SQLite file, or point mlflow.yml at another store."
+        ) from None
+
+
+@contextmanager
+def store_lock(settings: MlflowSettings) -> Iterator[None]:
+    """Hold an exclusive file lock beside the local SQLite stores while their schemas are created.
+
+    Two first runs on a fresh store would otherwise both create MLflow's (or Optuna's) tables and one
+    crashes half-way (``table ... already exists``); the second now waits and finds them made. Nothing is
+    locked for server URIs.
+    """
+    import fcntl
+
+    folders = sorted(
+        {
+            Path(uri.partition(":///")[2]).expanduser().resolve().parent
+            for uri in (settings.tracking_uri, settings.study_storage)
+            if uri.startswith("sqlite") and ":///" in uri and uri.partition(":///")[2] not in ("", ":memory:")
+        }
+    )
+    if not folders:
+        yield
+        return
+    folders[0].mkdir(parents=True, exist_ok=True)
+    with open(folders[0] / ".gnnrec-store.lock", "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def load_settings(mlflow_config: Path | None) -> MlflowSettings:
+    """Load ``mlflow.yml``, check the tracking server answers, and create the stores' schemas once.
+
+    A named file that does not exist exits 2 (a usage error); a file that is not valid YAML or holds
+    invalid settings, an unreachable server or a store that cannot be written exits 3.
+    """
+    import yaml
+    from pydantic import ValidationError
+
+    from tasks.register import configure_mlflow, load_mlflow_settings
+
+    try:
+        settings = load_mlflow_settings(mlflow_config)
+    except FileNotFoundError as err:
+        fail(f"Cannot use the MLflow settings: {_one_line(err)}")
+    except ValidationError as err:
+        fail(f"The MLflow settings are invalid: {describe_validation_error(err)}", EXIT_INFRASTRUCTURE)
+    except (yaml.YAMLError, ValueError, OSError) as err:
+        fail(f"Cannot use the MLflow settings: {_one_line(err)}", EXIT_INFRASTRUCTURE)
+    for uri in (settings.tracking_uri, settings.artifact_location, settings.study_storage):
+        local = uri.partition(":///")[2] if ":///" in uri else uri.removeprefix("file://")
+        if local and "://" not in local:
+            _STORE_ROOTS.append(Path(local).expanduser().resolve().parent)
+    # MLflow's HTTP client retries a refused connection for minutes; keep each request short.
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "20")
+    with error_boundary():
+        probe_tracking_server(settings.tracking_uri)
+        with store_lock(settings):
+            for uri in (settings.tracking_uri, settings.study_storage):
+                probe_sqlite_store(uri)
+            configure_mlflow(settings)
+            if settings.study_storage.startswith("sqlite"):
+                import optuna
+
+                optuna.storages.RDBStorage(settings.study_storage)  # creates the tables (no study) once
+    return settings
+
+
+class _OneLineFailures(logging.Filter):
+    """Drop the traceback Prefect logs with a failed task or flow when the error is one a person can fix.
+
+    The CLI prints such an error once, as a paragraph, after the flow returns; the engine's log line keeps
+    its first line (what failed) without the stack.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if exc is not None and (infrastructure_message(exc) or input_message(exc) or _is_contract(exc)):
+            record.exc_info = None
+            record.exc_text = None
+            record.msg = _one_line(record.getMessage()).split(" Traceback")[0]
+            record.args = None
+        return True
+
+
+def _is_contract(exc: BaseException) -> bool:
+    from tasks.prepare import DataContractError
+
+    return isinstance(exc, DataContractError)
+
+
+def quiet_engine_tracebacks() -> None:
+    """Install :class:`_OneLineFailures` on Prefect's flow-run and task-run loggers (idempotent)."""
+    for name in ("prefect.flow_runs", "prefect.task_runs", "prefect.engine"):
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _OneLineFailures) for f in logger.filters):
+            logger.addFilter(_OneLineFailures())
+
+
+def load_champion_or_exit(settings: MlflowSettings) -> tuple[str, Any]:
+    """``(uri, pyfunc model)`` of ``models:/NAME@champion``; exit 2 with the fix when there is none.
+
+    Raises:
+        typer.Exit: Code 2 when no version holds the alias (or it cannot be loaded); other tracking failures
+            reach the error boundary (exit 3).
+    """
+    from mlflow.exceptions import MlflowException
+
+    from tasks.register import check_champion
+
+    uri = f"models:/{settings.registered_model_name}@{settings.promotion_alias}"
+    try:
+        champion = check_champion(settings)  # a missing or broken champion is reported with its fix
+        if not champion.ok:
+            fail(champion.message())
+        return uri, champion.model
+    except MlflowException as err:
+        if err.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE", "NOT_FOUND"):
+            fail(f"No champion to use ({uri}): {_one_line(err.message).rstrip('.')}. Run `gnnrec run` first.")
+        raise
+    except OSError as err:
+        fail(
+            f"The champion ({uri}) cannot be loaded: {_one_line(err)}. Run `gnnrec run` to register another."
+        )
+
+
+def parse_user_ids(raw: list[str]) -> list[Any]:
+    """Raw user ids from the command line: whole numbers as ints when all are, else every id as a string."""
+    ids: list[Any] = [int(u) if u.lstrip("-").isdigit() else u for u in raw]
+    return ids if all(isinstance(u, int) for u in ids) else [str(u) for u in raw]

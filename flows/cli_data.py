@@ -24,6 +24,7 @@ from flows.cli_common import (
     MinInteractionsOption,
     MinRatingOption,
     NoDownloadOption,
+    RatingScaleOption,
     RatiosOption,
     RecboleNameOption,
     SeedOption,
@@ -77,6 +78,7 @@ def validate_command(
     dataset: DatasetOption = "synthetic",
     data_dir: DataDirOption = None,
     recbole_name: RecboleNameOption = None,
+    rating_scale: RatingScaleOption = None,
     aggregate_duplicates: AggregateDuplicatesOption = False,
     min_interactions: MinInteractionsOption = 10,
     no_download: NoDownloadOption = False,
@@ -101,6 +103,7 @@ def validate_command(
             aggregate_duplicates=aggregate_duplicates,
             no_download=no_download,
             seed=seed,
+            rating_scale=rating_scale,
         )
         with stderr_console().status(f"Loading and checking {dataset}..."):
             raw = load_raw(config)
@@ -119,6 +122,7 @@ def stats_command(
     data_dir: DataDirOption = None,
     recbole_name: RecboleNameOption = None,
     min_rating: MinRatingOption = None,
+    rating_scale: RatingScaleOption = None,
     k_core: KCoreOption = 0,
     aggregate_duplicates: AggregateDuplicatesOption = False,
     min_interactions: MinInteractionsOption = 10,
@@ -146,6 +150,7 @@ def stats_command(
             aggregate_duplicates=aggregate_duplicates,
             no_download=no_download,
             seed=seed,
+            rating_scale=rating_scale,
         )
         splitting = split_config(method=split, ratios=ratios, seed=seed)
         with stderr_console().status(f"Loading, checking, splitting {dataset} and building graphs..."):

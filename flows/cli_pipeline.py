@@ -1,26 +1,29 @@
-"""``gnnrec run | retrain | recommend | serve | ui``: the pipeline from the command line.
+"""``gnnrec run | retrain | recommend``: the pipeline from the command line.
 
 * ``gnnrec run`` runs the ``train-and-promote`` flow (on a temporary local Prefect server unless
   ``PREFECT_API_URL`` points at one) and prints the leaderboard, the champion and where to look next.
+* ``gnnrec retrain`` runs the ``retrain`` flow with the same options.
 * ``gnnrec recommend --user ID --k 10`` loads ``models:/NAME@champion`` and prints its recommendations.
-* ``gnnrec serve`` serves the champion over REST (``mlflow models serve``) on 127.0.0.1.
-* ``gnnrec ui`` starts a local Prefect server, the MLflow UI, and serves the two deployments
-  (``train-and-promote/manual`` and ``retrain/weekly``), all on 127.0.0.1, until Ctrl-C.
+
+``run`` and ``retrain`` share one option list (:func:`_pipeline_command`). Every option defaults to "not
+given": the parameters in effect are :class:`~tasks.pipeline_config.PipelineParams` (``retrain``: its
+:func:`~tasks.pipeline_config.retrain_defaults`), then the ``--config`` file, then the flags given, all
+validated together and checked (device, data folder, tracking server) before Prefect starts.
+``--show-config`` prints them and exits.
 """
 
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import typer
 
 from flows.cli_common import (
-    EXIT_BAD_INPUT,
     AggregateDuplicatesOption,
     DataDirOption,
     DatasetOption,
@@ -29,14 +32,17 @@ from flows.cli_common import (
     MinInteractionsOption,
     MinRatingOption,
     NoDownloadOption,
+    RatingScaleOption,
     RatiosOption,
     RecboleNameOption,
     SeedOption,
     SplitOption,
-    data_config,
     error_boundary,
     fail,
-    split_config,
+    load_champion_or_exit,
+    load_settings,
+    parse_user_ids,
+    quiet_engine_tracebacks,
 )
 from tasks.config import DatasetName, SplitMethod
 from tasks.tune import SEARCHABLE_TRAIN_FIELDS
@@ -44,6 +50,12 @@ from tasks.tune import SEARCHABLE_TRAIN_FIELDS
 if TYPE_CHECKING:
     from tasks.pipeline_config import PipelineParams
     from tasks.register import MlflowSettings
+
+
+def _info(alias: Any) -> Any:
+    """The ``typer.Option`` of a shared ``Annotated`` alias: same flag and help, the caller's default."""
+    return alias.__metadata__[0]
+
 
 MlflowConfigOption = Annotated[
     Path | None,
@@ -53,23 +65,159 @@ MlflowConfigOption = Annotated[
         "(default: $GNNREC_MLFLOW_CONFIG or ./mlflow.yml).",
     ),
 ]
+ConfigOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--config",
+        "-c",
+        dir_okay=False,
+        help="A run-config YAML file of pipeline settings (the fields of --show-config, e.g. 'epochs: 25', "
+        "'data: {dataset: csv, data_dir: ./data}'); flags given override it.",
+    ),
+]
+ShowConfigOption = Annotated[
+    bool,
+    typer.Option(
+        "--show-config", help="Print the settings in effect (defaults, file, flags) as YAML and exit."
+    ),
+]
+ThreadsOption = Annotated[
+    int | None,
+    typer.Option(
+        "--threads",
+        min=1,
+        help="CPU threads torch may use (default: the root option `gnnrec --threads N`, else the config's, "
+        "else torch's one per core). On a shared or busy machine, 1 avoids threads waiting on each other.",
+        show_default=False,
+    ),
+]
+
+TRAIN_SPACE_HELP = (
+    "Training settings Optuna searches beside the model's hyperparameters, as JSON: a field to the values "
+    'to try, e.g. \'{"negative_sampler": ["uniform", "hard"], "sampler_pool_size": [16, 32, 64]}\'. '
+    f"Fields: {', '.join(sorted(SEARCHABLE_TRAIN_FIELDS))}."
+)
+RUN_HELP = (
+    "Run train-and-promote end to end: validate, tune, train, evaluate, register, promote.\n\n"
+    "Defaults come from one place, PipelineParams (see them with --show-config); --config FILE and the "
+    "flags given override them. `make run` passes a small budget explicitly (2 trials, 25 epochs, 60 s "
+    "per model, one thread).\n\n"
+    "Exit 0 when the run finished; 1 when the data broke its contract (nothing trained or registered); 2 "
+    "when the input or the options cannot be used; 3 when the tracking server or store failed."
+)
+RETRAIN_HELP = (
+    "Run the retrain flow: reload, validate, warm-start, retrain, promote through the same gate.\n\n"
+    "Same options as 'gnnrec run'; its defaults warm-start each model's study from its best known "
+    "hyperparameters and run at most one new trial. Exit codes as 'gnnrec run'."
+)
 
 
-def _settings(mlflow_config: Path | None) -> MlflowSettings:
-    """Load ``mlflow.yml`` and point MLflow at its stores; a missing or invalid file exits 2."""
-    from tasks.register import configure_mlflow, load_mlflow_settings
+@dataclass(frozen=True)
+class PipelineOptions:
+    """The flags of ``run`` and ``retrain`` as given (``None``: not given, the config's value applies)."""
+
+    dataset: DatasetName | None = None
+    data_dir: Path | None = None
+    recbole_name: str | None = None
+    min_rating: float | None = None
+    rating_scale: tuple[float, float] | None = None
+    k_core: int | None = None
+    aggregate_duplicates: bool | None = None
+    no_download: bool | None = None
+    min_interactions: int | None = None
+    split: SplitMethod | None = None
+    ratios: tuple[float, float, float] | None = None
+    seed: int | None = None
+    users: int | None = None
+    items: int | None = None
+    interactions: int | None = None
+    models: str | None = None
+    trials: int | None = None
+    timeout: float | None = None
+    epochs: int | None = None
+    lr: float | None = None
+    batch_size: int | None = None
+    metric: str | None = None
+    ks: tuple[int, ...] | None = None
+    device: str | None = None
+    train_space: str | None = None
+    threads: int | None = None
+    mlflow_config: Path | None = None
+
+    def overrides(self) -> dict[str, Any]:
+        """The given flags as nested :class:`PipelineParams` fields (``--seed`` seeds data, split and run).
+
+        Raises:
+            typer.Exit: ``--train-space`` is not a JSON object (exit 2).
+        """
+        data = {
+            "dataset": self.dataset,
+            "data_dir": self.data_dir,
+            "recbole_name": self.recbole_name,
+            "min_rating": self.min_rating,
+            "rating_scale": self.rating_scale,
+            "k_core": self.k_core,
+            "aggregate_duplicates": self.aggregate_duplicates,
+            "download": None if self.no_download is None else not self.no_download,
+            "synthetic_users": self.users,
+            "synthetic_items": self.items,
+            "synthetic_interactions": self.interactions,
+            "synthetic_seed": self.seed,
+        }
+        split = {"method": self.split, "ratios": self.ratios, "seed": self.seed}
+        top: dict[str, Any] = {
+            "min_interactions": self.min_interactions,
+            "models": None
+            if self.models is None
+            else tuple(m.strip() for m in self.models.split(",") if m.strip()),
+            "n_trials": self.trials,
+            "timeout_s": self.timeout,
+            "epochs": self.epochs,
+            "lr": self.lr,
+            "batch_size": self.batch_size,
+            "metric": self.metric,
+            "ks": self.ks,
+            "device": self.device,
+            "seed": self.seed,
+            "threads": self.threads,
+            "mlflow_config": self.mlflow_config,
+            "train_space": None if self.train_space is None else _parse_train_space(self.train_space),
+        }
+        out = {k: v for k, v in top.items() if v is not None}
+        for section, values in (("data", data), ("split", split)):
+            given = {k: v for k, v in values.items() if v is not None}
+            if given:
+                out[section] = given
+        return out
+
+
+def _parse_train_space(text: str) -> dict[str, Any]:
+    import json
 
     try:
-        settings = load_mlflow_settings(mlflow_config)
-    except (OSError, ValueError) as err:
-        fail(f"Cannot use the MLflow settings: {' '.join(str(err).split())}")
-    configure_mlflow(settings)
-    return settings
+        space = json.loads(text)
+    except json.JSONDecodeError as err:
+        fail(f'--train-space is not valid JSON ({err}); e.g. \'{{"negative_sampler": ["uniform", "hard"]}}\'')
+    if not isinstance(space, dict):
+        fail("--train-space must be a JSON object: a training setting to the list of values to try.")
+    return space
 
 
-def _fail(message: str, code: int = EXIT_BAD_INPUT) -> typer.Exit:
-    typer.echo(message, err=True)
-    return typer.Exit(code)
+def preflight(params: PipelineParams) -> None:
+    """Refuse what cannot work before any work starts (before Prefect): exit 2 with one paragraph.
+
+    The device must exist (``cuda`` without a GPU is refused), and a local source's data folder must exist.
+    Unknown models and split ratios that do not sum to 1 are already refused by :class:`PipelineParams`.
+    """
+    from tasks.train import resolve_device
+
+    try:
+        resolve_device(params.device)
+    except (RuntimeError, ValueError) as err:
+        fail(f"{err}. Use --device cpu or auto.")
+    folder = params.data.data_dir
+    if params.data.dataset in ("csv", "recbole", "lightgcn") and folder is not None and not folder.exists():
+        fail(f"The data folder {folder} does not exist (--data-dir).")
 
 
 def _print_outcome(outcome: Any, settings: MlflowSettings) -> None:
@@ -121,145 +269,6 @@ def _print_outcome(outcome: Any, settings: MlflowSettings) -> None:
     console.print(f"  Serve over REST   gnnrec serve --port 5001{config_flag}")
 
 
-# `make run` runs `gnnrec run` with these defaults, and issue 4 wants it under 10 minutes on a 2-core machine:
-# the synthetic data at its MovieLens-100K-like size (943 users, 1682 items, 100k interactions), MF-BPR,
-# LightGCN and NGCF, 2 trials per model, at most 25 epochs per training run, one torch thread. Measured: 113 s
-# end to end (Prefect start-up included) on 2 cores shared with two other jobs (load average 5.4-5.8). One
-# torch thread matters most there: with torch's two threads a single MF trial took 156 s under load 6, 1.2 s
-# under load 3.
-RUN_HELP = (
-    "Run train-and-promote end to end: validate, tune, train, evaluate, register, promote.\n\n"
-    "The defaults are a budget that finishes in about 2 minutes on 2 CPU cores, even shared with other "
-    "jobs (113 s at load average 5.5): the synthetic data at its MovieLens-100K-like size (943 users, "
-    "1682 items, 100,000 interactions), mf, lightgcn and ngcf, 2 Optuna trials per model (no new trial "
-    "starts after 60 s of tuning), at most 25 epochs per training run, one torch thread. Raise --trials, "
-    "--timeout and --epochs for a real search.\n\n"
-    "Exit 0 when the run finished; 1 when the data broke its contract (nothing trained or registered); 2 "
-    "when the input or the options cannot be used."
-)
-RETRAIN_HELP = (
-    "Run the retrain flow: reload, validate, warm-start, retrain, promote through the same gate.\n\n"
-    "Each model's study is warm-started from its best known hyperparameters and runs at most one new "
-    "trial. Exit codes as 'gnnrec run'."
-)
-
-ModelsOption = Annotated[
-    str, typer.Option("--models", help="Comma-separated model families.", show_default=True)
-]
-UsersOption = Annotated[int, typer.Option("--users", min=10, help="Synthetic users.", show_default=True)]
-ItemsOption = Annotated[int, typer.Option("--items", min=10, help="Synthetic items.", show_default=True)]
-InteractionsOption = Annotated[
-    int, typer.Option("--interactions", min=100, help="Synthetic interactions.", show_default=True)
-]
-EpochsOption = Annotated[
-    int, typer.Option("--epochs", min=1, help="Epoch cap per training run.", show_default=True)
-]
-LrOption = Annotated[float, typer.Option("--lr", min=0.0, help="Adam learning rate.", show_default=True)]
-BatchSizeOption = Annotated[
-    int, typer.Option("--batch-size", min=1, help="Training pairs per step.", show_default=True)
-]
-MetricOption = Annotated[
-    str | None, typer.Option("--metric", help="Selection metric, e.g. ndcg@20 (default: mlflow.yml's).")
-]
-DeviceOption = Annotated[
-    str, typer.Option("--device", help="auto (CUDA when present), cpu, cuda or cuda:N.", show_default=True)
-]
-TrainSpaceOption = Annotated[
-    str | None,
-    typer.Option(
-        "--train-space",
-        help=(
-            "Training settings Optuna searches beside the model's hyperparameters, as JSON: a field to "
-            'the values to try, e.g. \'{"negative_sampler": ["uniform", "hard"], "sampler_pool_size": '
-            f"[16, 32, 64]}}'. Fields: {', '.join(sorted(SEARCHABLE_TRAIN_FIELDS))}."
-        ),
-        show_default=False,
-    ),
-]
-ThreadsOption = Annotated[
-    int | None,
-    typer.Option(
-        "--threads",
-        min=0,
-        help=(
-            "CPU threads torch may use; 0 keeps torch's default (every core). Default: the root option "
-            "`gnnrec --threads N` when given, else one: on a shared or busy machine torch's threads wait on "
-            "each other, which made training up to 100x slower here."
-        ),
-        show_default=False,
-    ),
-]
-
-
-def _pipeline_params(
-    *,
-    dataset: DatasetName,
-    data_dir: Path | None,
-    recbole_name: str | None,
-    min_rating: float | None,
-    k_core: int,
-    aggregate_duplicates: bool,
-    no_download: bool,
-    min_interactions: int,
-    split: SplitMethod,
-    ratios: tuple[float, float, float],
-    seed: int,
-    users: int,
-    items: int,
-    interactions: int,
-    models: str,
-    train_space: str | None = None,
-    **settings: Any,
-) -> PipelineParams:
-    """The flow's typed parameters from the command's options (pydantic errors reach the boundary: exit 2).
-
-    Unknown model families exit 2 with the list of known ones, before any work starts.
-    """
-    from models import UnknownModelError, get_model
-    from tasks.pipeline_config import PipelineParams
-
-    families = tuple(m.strip() for m in models.split(",") if m.strip())
-    try:
-        for family in families:
-            get_model(family)
-    except UnknownModelError as err:
-        fail(str(err))
-    data = data_config(
-        dataset=dataset,
-        data_dir=data_dir,
-        recbole_name=recbole_name,
-        min_rating=min_rating,
-        k_core=k_core,
-        aggregate_duplicates=aggregate_duplicates,
-        no_download=no_download,
-        seed=seed,
-        synthetic_users=users,
-        synthetic_items=items,
-        synthetic_interactions=interactions,
-    )
-    if train_space:
-        import json
-
-        try:
-            space = json.loads(train_space)
-        except json.JSONDecodeError as err:
-            fail(
-                f"--train-space is not valid JSON ({err}); "
-                'e.g. \'{"negative_sampler": ["uniform", "hard"]}\''
-            )
-        if not isinstance(space, dict):
-            fail("--train-space must be a JSON object: a training setting to the list of values to try.")
-        settings["train_space"] = space
-    return PipelineParams(
-        data=data,
-        split=split_config(method=split, ratios=ratios, seed=seed),
-        min_interactions=min_interactions,
-        models=families,
-        seed=seed,
-        **{k: v for k, v in settings.items() if v is not None},
-    )
-
-
 def _outcome_json(outcome: Any, settings: MlflowSettings, seconds: float) -> str:
     """The run's outcome as one JSON object (leaderboard, decision, where the runs are)."""
     import dataclasses
@@ -279,30 +288,52 @@ def _outcome_json(outcome: Any, settings: MlflowSettings, seconds: float) -> str
     return json.dumps(to_plain(payload), indent=2)
 
 
-def _threads_for_flows(threads: int | None, ctx: typer.Context) -> int:
-    """The command's ``--threads``; else the root ``gnnrec --threads N`` when given, else 1 (0: leave)."""
-    if threads is not None:
-        return threads
-    root = ctx.find_root().params.get("threads")
-    return int(root) if root is not None else 1
+def _flow(kind: Literal["train-and-promote", "retrain"]) -> Callable[[PipelineParams], Any]:
+    if kind == "retrain":
+        from flows.retrain import retrain
+
+        return retrain
+    from flows.train_and_promote import train_and_promote
+
+    return train_and_promote
 
 
-def _run_and_report(
-    flow_fn: Any, params: PipelineParams, *, threads: int | None, ctx: typer.Context, as_json: bool
+def _run_pipeline_command(
+    kind: Literal["train-and-promote", "retrain"],
+    options: PipelineOptions,
+    *,
+    config: Path | None,
+    show_config: bool,
+    ctx: typer.Context,
+    as_json: bool,
 ) -> None:
-    """Run a pipeline flow in this process and print its outcome (a table for people, or one JSON object)."""
+    """Resolve the parameters, check them, run the flow in this process and print its outcome."""
+    from tasks.pipeline_config import effective_params, retrain_defaults
+
     started = time.perf_counter()
-    settings = _settings(params.mlflow_config)
-    threads = _threads_for_flows(threads, ctx)
-    if threads:
-        from tasks.train import set_threads
+    with error_boundary(as_json=as_json):
+        overrides = options.overrides()
+        root_threads = ctx.find_root().params.get("threads")
+        if "threads" not in overrides and root_threads is not None:
+            overrides["threads"] = int(root_threads)
+        base = retrain_defaults() if kind == "retrain" else None
+        params = effective_params(config, overrides, base=base)
+        if show_config:
+            import yaml
 
-        set_threads(threads)
-        params = params.model_copy(update={"threads": threads})  # recorded on the MLflow parent run
-    from flows.prefect_server import start_temporary_server
+            typer.echo(yaml.safe_dump(params.model_dump(mode="json"), sort_keys=False).rstrip())
+            return
+        preflight(params)
+        settings = load_settings(params.mlflow_config)
+        if params.threads:
+            from tasks.train import set_threads
 
-    start_temporary_server()  # a temporary Prefect server that dies with this command, even on SIGKILL
-    outcome = flow_fn(params)
+            set_threads(params.threads)
+        quiet_engine_tracebacks()
+        from flows.prefect_server import start_temporary_server
+
+        start_temporary_server()  # a temporary Prefect server that dies with this command, even on SIGKILL
+        outcome = _flow(kind)(params)
     seconds = time.perf_counter() - started
     if as_json:
         typer.echo(_outcome_json(outcome, settings, seconds))
@@ -311,63 +342,85 @@ def _run_and_report(
         typer.echo(f"\nDone in {seconds:.0f} s.")
 
 
-def run(
-    ctx: typer.Context,
-    dataset: DatasetOption = "synthetic",
-    data_dir: DataDirOption = None,
-    recbole_name: RecboleNameOption = None,
-    min_rating: MinRatingOption = None,
-    k_core: KCoreOption = 0,
-    aggregate_duplicates: AggregateDuplicatesOption = False,
-    no_download: NoDownloadOption = False,
-    min_interactions: MinInteractionsOption = 10,
-    split: SplitOption = "random",
-    ratios: RatiosOption = (0.8, 0.1, 0.1),
-    seed: SeedOption = 2020,
-    users: UsersOption = 943,
-    items: ItemsOption = 1682,
-    interactions: InteractionsOption = 100_000,
-    models: ModelsOption = "mf,lightgcn,ngcf",
-    trials: Annotated[
-        int,
-        typer.Option(
-            "--trials",
-            min=0,
-            help="Optuna trials per model (finished trials the study keeps).",
-            show_default=True,
-        ),
-    ] = 2,
-    timeout: Annotated[
-        float,
-        typer.Option(
-            "--timeout",
-            min=0.0,
-            help="Tuning seconds per model: no new trial starts after them.",
-            show_default=True,
-        ),
-    ] = 60.0,
-    epochs: EpochsOption = 25,
-    lr: LrOption = 0.005,
-    batch_size: BatchSizeOption = 2048,
-    metric: MetricOption = None,
-    device: DeviceOption = "auto",
-    train_space: TrainSpaceOption = None,
-    threads: ThreadsOption = None,
-    mlflow_config: MlflowConfigOption = None,
-    as_json: JsonOption = False,
-) -> None:
-    """Run train-and-promote end to end: validate, tune, train, evaluate, register, promote."""
-    from flows.train_and_promote import train_and_promote
+def _pipeline_command(kind: Literal["train-and-promote", "retrain"]) -> Callable[..., None]:
+    """The ``run`` (``kind="train-and-promote"``) or ``retrain`` command: one option list for both."""
 
-    with error_boundary(as_json=as_json):
-        params = _pipeline_params(
+    def command(
+        ctx: typer.Context,
+        config: ConfigOption = None,
+        show_config: ShowConfigOption = False,
+        dataset: Annotated[DatasetName | None, _info(DatasetOption)] = None,
+        data_dir: DataDirOption = None,
+        recbole_name: RecboleNameOption = None,
+        min_rating: MinRatingOption = None,
+        rating_scale: RatingScaleOption = None,
+        k_core: Annotated[int | None, _info(KCoreOption)] = None,
+        aggregate_duplicates: Annotated[bool | None, _info(AggregateDuplicatesOption)] = None,
+        no_download: Annotated[bool | None, _info(NoDownloadOption)] = None,
+        min_interactions: Annotated[int | None, _info(MinInteractionsOption)] = None,
+        split: Annotated[SplitMethod | None, _info(SplitOption)] = None,
+        ratios: Annotated[tuple[float, float, float] | None, _info(RatiosOption)] = None,
+        seed: Annotated[int | None, _info(SeedOption)] = None,
+        users: Annotated[int | None, typer.Option("--users", min=10, help="Synthetic users.")] = None,
+        items: Annotated[int | None, typer.Option("--items", min=10, help="Synthetic items.")] = None,
+        interactions: Annotated[
+            int | None, typer.Option("--interactions", min=100, help="Synthetic interactions.")
+        ] = None,
+        models: Annotated[
+            str | None, typer.Option("--models", help="Comma-separated model families.")
+        ] = None,
+        trials: Annotated[
+            int | None,
+            typer.Option(
+                "--trials", min=0, help="Optuna trials per model (finished trials the study keeps)."
+            ),
+        ] = None,
+        timeout: Annotated[
+            float | None,
+            typer.Option(
+                "--timeout", min=0.0, help="Tuning seconds per model: no new trial starts after them."
+            ),
+        ] = None,
+        epochs: Annotated[
+            int | None, typer.Option("--epochs", min=1, help="Epoch cap per training run.")
+        ] = None,
+        lr: Annotated[float | None, typer.Option("--lr", min=0.0, help="Adam learning rate.")] = None,
+        batch_size: Annotated[
+            int | None, typer.Option("--batch-size", min=1, help="Training pairs per step.")
+        ] = None,
+        metric: Annotated[
+            str | None,
+            typer.Option("--metric", help="Selection metric, e.g. ndcg@20 (default: mlflow.yml's)."),
+        ] = None,
+        ks: Annotated[
+            list[int] | None,
+            typer.Option(
+                "--k", help="Evaluation cut-off K, repeatable; must include the metric's (default: config's)."
+            ),
+        ] = None,
+        device: Annotated[
+            str | None, typer.Option("--device", help="auto (CUDA when present), cpu, cuda or cuda:N.")
+        ] = None,
+        train_space: Annotated[
+            str | None,
+            typer.Option(
+                "--train-space",
+                help=TRAIN_SPACE_HELP,
+            ),
+        ] = None,
+        threads: ThreadsOption = None,
+        mlflow_config: MlflowConfigOption = None,
+        as_json: JsonOption = False,
+    ) -> None:
+        options = PipelineOptions(
             dataset=dataset,
             data_dir=data_dir,
             recbole_name=recbole_name,
             min_rating=min_rating,
+            rating_scale=rating_scale,
             k_core=k_core,
             aggregate_duplicates=aggregate_duplicates,
-            no_download=no_download,
+            no_download=no_download or None,
             min_interactions=min_interactions,
             split=split,
             ratios=ratios,
@@ -376,77 +429,22 @@ def run(
             items=items,
             interactions=interactions,
             models=models,
-            train_space=train_space,
-            n_trials=trials,
-            timeout_s=timeout,
+            trials=trials,
+            timeout=timeout,
             epochs=epochs,
             lr=lr,
             batch_size=batch_size,
             metric=metric,
+            ks=tuple(ks) if ks else None,
             device=device,
-            mlflow_config=mlflow_config,
-        )
-        _run_and_report(train_and_promote, params, threads=threads, ctx=ctx, as_json=as_json)
-
-
-def retrain(
-    ctx: typer.Context,
-    dataset: DatasetOption = "synthetic",
-    data_dir: DataDirOption = None,
-    recbole_name: RecboleNameOption = None,
-    min_rating: MinRatingOption = None,
-    k_core: KCoreOption = 0,
-    aggregate_duplicates: AggregateDuplicatesOption = False,
-    no_download: NoDownloadOption = False,
-    min_interactions: MinInteractionsOption = 10,
-    split: SplitOption = "random",
-    ratios: RatiosOption = (0.8, 0.1, 0.1),
-    seed: SeedOption = 2020,
-    users: UsersOption = 943,
-    items: ItemsOption = 1682,
-    interactions: InteractionsOption = 100_000,
-    models: ModelsOption = "mf,lightgcn,ngcf",
-    epochs: EpochsOption = 25,
-    lr: LrOption = 0.005,
-    batch_size: BatchSizeOption = 2048,
-    metric: MetricOption = None,
-    device: DeviceOption = "auto",
-    train_space: TrainSpaceOption = None,
-    threads: ThreadsOption = None,
-    mlflow_config: MlflowConfigOption = None,
-    as_json: JsonOption = False,
-) -> None:
-    """Run the retrain flow: reload, validate, warm-start, retrain, promote through the same gate."""
-    from flows.retrain import retrain as retrain_flow
-
-    with error_boundary(as_json=as_json):
-        params = _pipeline_params(
-            dataset=dataset,
-            data_dir=data_dir,
-            recbole_name=recbole_name,
-            min_rating=min_rating,
-            k_core=k_core,
-            aggregate_duplicates=aggregate_duplicates,
-            no_download=no_download,
-            min_interactions=min_interactions,
-            split=split,
-            ratios=ratios,
-            seed=seed,
-            users=users,
-            items=items,
-            interactions=interactions,
-            models=models,
             train_space=train_space,
-            n_trials=1,
-            warm_start=True,
-            epochs=epochs,
-            lr=lr,
-            batch_size=batch_size,
-            metric=metric,
-            device=device,
+            threads=threads,
             mlflow_config=mlflow_config,
         )
-        _run_and_report(retrain_flow, params, threads=threads, ctx=ctx, as_json=as_json)
+        _run_pipeline_command(kind, options, config=config, show_config=show_config, ctx=ctx, as_json=as_json)
+
+    command.__doc__ = RUN_HELP if kind == "train-and-promote" else RETRAIN_HELP
+    return command
 
 
 def recommend(
@@ -454,25 +452,16 @@ def recommend(
     k: Annotated[int, typer.Option("--k", "-k", min=1, help="How many items per user.")] = 10,
     mlflow_config: MlflowConfigOption = None,
 ) -> None:
-    """Recommend the top-K unseen items for users, from the champion (models:/NAME@champion)."""
+    """Recommend the top-K unseen items for users, from the champion (models:/NAME@champion).
+
+    Exit 2 when there is no champion or it rejects the input; 3 when the tracking server or store failed.
+    """
     import pandas as pd
-    from mlflow.exceptions import MlflowException
 
-    from tasks.register import check_champion
-
-    settings = _settings(mlflow_config)
-    uri = f"models:/{settings.registered_model_name}@{settings.promotion_alias}"
-    champion = check_champion(settings)  # a missing or broken champion is reported with its fix
-    if not champion.ok:
-        raise _fail(champion.message())
-    model = champion.model
-    ids: list[Any] = [int(u) if u.lstrip("-").isdigit() else u for u in user]
-    if any(isinstance(u, str) for u in ids):
-        ids = [str(u) for u in ids]
-    try:
-        out = model.predict(pd.DataFrame({"user": ids}), params={"k": k})
-    except MlflowException as err:
-        raise _fail(f"The champion rejected the input: {err.message}") from None
+    with error_boundary():
+        settings = load_settings(mlflow_config)
+        uri, model = load_champion_or_exit(settings)
+        out = _predict(model, pd.DataFrame({"user": parse_user_ids(user)}), k)
     from rich.console import Console
     from rich.table import Table
 
@@ -486,145 +475,21 @@ def recommend(
         typer.echo("Users marked fallback are unknown to the model: they get the most popular items.")
 
 
-def serve(
-    host: Annotated[str, typer.Option(help="Interface to bind (loopback by default).")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="Port.")] = 5001,
-    mlflow_config: MlflowConfigOption = None,
-) -> None:
-    """Serve the champion over REST (POST /invocations) with `mlflow models serve`."""
-    from tasks.register import check_champion
+def _predict(model: Any, users: Any, k: int) -> Any:
+    from mlflow.exceptions import MlflowException
 
-    settings = _settings(mlflow_config)
-    champion = check_champion(settings)  # before starting a server that could only fail on every request
-    if not champion.ok:
-        raise _fail(champion.message())
-    command = serve_command(settings, host=host, port=port)
-    typer.echo(
-        f"Serving models:/{settings.registered_model_name}@{settings.promotion_alias} on http://{host}:{port}"
-    )
-    typer.echo(
-        'Try: curl -s -X POST -H "Content-Type: application/json" '
-        f'-d \'{{"dataframe_split": {{"columns": ["user"], "data": [[1]]}}, "params": {{"k": 5}}}}\' '
-        f"http://{host}:{port}/invocations"
-    )
-    raise typer.Exit(subprocess.call(command, env=serve_env(settings)))
-
-
-def serve_env(settings: MlflowSettings) -> dict[str, str]:
-    """Environment for ``mlflow models serve``: the store's URIs, and this environment's bin on PATH.
-
-    MLflow starts ``uvicorn`` by name, so the project's ``bin`` folder must be on PATH even when the venv is
-    not activated (``make run``, ``.venv/bin/gnnrec serve``).
-    """
-    bin_dir = str(Path(sys.executable).parent)
-    return {
-        **os.environ,
-        "PATH": os.pathsep.join([bin_dir, os.environ.get("PATH", "")]),
-        "MLFLOW_TRACKING_URI": settings.tracking_uri,
-        "MLFLOW_REGISTRY_URI": settings.tracking_uri,
-    }
-
-
-def serve_command(settings: MlflowSettings, *, host: str, port: int) -> list[str]:
-    """The ``mlflow models serve`` command line for the champion (local environment, no conda/venv)."""
-    return [
-        str(Path(sys.executable).with_name("mlflow")),
-        "models",
-        "serve",
-        "-m",
-        f"models:/{settings.registered_model_name}@{settings.promotion_alias}",
-        "--env-manager",
-        "local",
-        "-h",
-        host,
-        "-p",
-        str(port),
-    ]
-
-
-def ui(
-    ctx: typer.Context,
-    prefect_port: Annotated[int, typer.Option(help="Prefect server port.")] = 4200,
-    mlflow_port: Annotated[int, typer.Option(help="MLflow UI port.")] = 5000,
-    mlflow_config: MlflowConfigOption = None,
-    threads: ThreadsOption = None,
-) -> None:
-    """Start a local Prefect server, the MLflow UI, and serve the deployments, on 127.0.0.1, until Ctrl-C.
-
-    The deployments' flow runs are processes of their own: ``--threads`` becomes their default ``threads``
-    parameter (the Run form can change it).
-    """
-    from flows.deploy import wait_for_http
-
-    settings = _settings(mlflow_config)
-    bin_dir = Path(sys.executable).parent
-    api_url = f"http://127.0.0.1:{prefect_port}/api"
-    env = {**os.environ, "PREFECT_API_URL": api_url}
-    threads = _threads_for_flows(threads, ctx)
-    if threads:
-        env["GNNREC_THREADS"] = str(threads)
-    if mlflow_config is not None:
-        env["GNNREC_MLFLOW_CONFIG"] = str(mlflow_config.resolve())
-    procs: list[subprocess.Popen[bytes]] = []
     try:
-        procs.append(
-            subprocess.Popen(
-                [
-                    str(bin_dir / "prefect"),
-                    "server",
-                    "start",
-                    "--host",
-                    "127.0.0.1",
-                    "--port",
-                    str(prefect_port),
-                ],
-                env=env,
-            )
-        )
-        procs.append(
-            subprocess.Popen(
-                [
-                    str(bin_dir / "mlflow"),
-                    "ui",
-                    "--backend-store-uri",
-                    settings.tracking_uri,
-                    "--default-artifact-root",
-                    settings.artifact_location,
-                    "--host",
-                    "127.0.0.1",
-                    "--port",
-                    str(mlflow_port),
-                ],
-                env=env,
-            )
-        )
-        if not wait_for_http(f"{api_url}/health", timeout_s=120):
-            raise _fail("The Prefect server did not start within 120 s.", 1)
-        procs.append(subprocess.Popen([sys.executable, "-m", "flows.deploy"], env=env))
-        typer.echo(
-            f"Prefect UI: http://127.0.0.1:{prefect_port}  (Deployments -> train-and-promote/manual -> Run)"
-        )
-        typer.echo(f"MLflow UI:  http://127.0.0.1:{mlflow_port}")
-        typer.echo("Ctrl-C stops all three.")
-        while all(p.poll() is None for p in procs):
-            time.sleep(1)
-    except KeyboardInterrupt:
-        pass
-    finally:
-        for proc in reversed(procs):
-            if proc.poll() is None:
-                proc.terminate()
-        for proc in procs:
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        return model.predict(users, params={"k": k})
+    except MlflowException as err:
+        fail(f"The champion rejected the input: {' '.join(err.message.split())}")
 
 
 def register(app: typer.Typer) -> None:
     """Add the pipeline commands to the root app."""
-    app.command("run", help=RUN_HELP)(run)
-    app.command("retrain", help=RETRAIN_HELP)(retrain)
+    from flows import cli_serve, cli_ui
+
+    app.command("run", help=RUN_HELP)(_pipeline_command("train-and-promote"))
+    app.command("retrain", help=RETRAIN_HELP)(_pipeline_command("retrain"))
     app.command("recommend")(recommend)
-    app.command("serve")(serve)
-    app.command("ui")(ui)
+    app.command("serve")(cli_serve.serve)
+    app.command("ui")(cli_ui.ui)

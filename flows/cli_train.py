@@ -27,25 +27,25 @@ from flows.cli_common import (
     KCoreOption,
     MinRatingOption,
     NoDownloadOption,
+    RatingScaleOption,
     RatiosOption,
     RecboleNameOption,
     SeedOption,
     SplitOption,
-    data_config,
     error_boundary,
     fail,
-    split_config,
     stderr_console,
 )
+from tasks.config import DatasetName, SplitMethod
 
 ModelOption = Annotated[
     str, typer.Option("--model", "-m", help="Model to train (mf, lightgcn, ngcf, ...).", show_default=True)
 ]
 EpochsOption = Annotated[
-    int, typer.Option("--epochs", min=1, help="Maximum epochs (early stopping usually ends sooner).")
+    int | None, typer.Option("--epochs", min=1, help="Maximum epochs (early stopping usually ends sooner).")
 ]
 DeviceOption = Annotated[
-    str,
+    str | None,
     typer.Option(
         "--device",
         help="Where to train: auto (CUDA when present), cpu, cuda or cuda:N.",
@@ -97,51 +97,68 @@ def peak_memory(device: str) -> dict[str, float | None]:
 
 def train(
     model: ModelOption = "lightgcn",
-    dataset: DatasetOption = "synthetic",
+    config: Annotated[
+        Path | None,
+        typer.Option(
+            "--config",
+            "-c",
+            dir_okay=False,
+            help="A run-config YAML file (as for 'gnnrec run'): its data, split, epochs, lr, batch size, "
+            "patience, metric, ks, device and seed apply; flags given override it.",
+        ),
+    ] = None,
+    dataset: Annotated[DatasetName | None, DatasetOption.__metadata__[0]] = None,
     data_dir: DataDirOption = None,
     recbole_name: RecboleNameOption = None,
     min_rating: MinRatingOption = None,
-    k_core: KCoreOption = 0,
-    aggregate_duplicates: AggregateDuplicatesOption = False,
+    rating_scale: RatingScaleOption = None,
+    k_core: Annotated[int | None, KCoreOption.__metadata__[0]] = None,
+    aggregate_duplicates: Annotated[bool | None, AggregateDuplicatesOption.__metadata__[0]] = None,
     no_download: NoDownloadOption = False,
-    split: SplitOption = "random",
-    ratios: RatiosOption = (0.8, 0.1, 0.1),
+    split: Annotated[SplitMethod | None, SplitOption.__metadata__[0]] = None,
+    ratios: Annotated[tuple[float, float, float] | None, RatiosOption.__metadata__[0]] = None,
     valid_from_train: Annotated[
-        float,
+        float | None,
         typer.Option(
             "--valid-from-train",
             min=0.0,
             max=0.99,
             help="For --split fixed without validation: per-user fraction of train moved to validation.",
         ),
-    ] = 0.0,
-    seed: SeedOption = 2020,
-    epochs: EpochsOption = 400,
-    device: DeviceOption = "auto",
+    ] = None,
+    seed: Annotated[int | None, SeedOption.__metadata__[0]] = None,
+    epochs: EpochsOption = None,
+    device: DeviceOption = None,
     hparam: HparamOption = None,
-    batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Training pairs per step.")] = 2048,
-    lr: Annotated[float, typer.Option("--lr", min=0.0, help="Adam learning rate.")] = 1e-3,
+    batch_size: Annotated[
+        int | None, typer.Option("--batch-size", min=1, help="Training pairs per step.")
+    ] = None,
+    lr: Annotated[float | None, typer.Option("--lr", min=0.0, help="Adam learning rate.")] = None,
     loss: Annotated[
-        Literal["bpr", "softmax"], typer.Option("--loss", help="BPR or sampled softmax.")
-    ] = "bpr",
+        Literal["bpr", "softmax"] | None, typer.Option("--loss", help="BPR or sampled softmax.")
+    ] = None,
     negative_sampler: Annotated[
-        Literal["uniform", "popularity", "hard"],
+        Literal["uniform", "popularity", "hard"] | None,
         typer.Option("--negative-sampler", help="How negatives are drawn."),
-    ] = "uniform",
-    num_negatives: Annotated[int, typer.Option("--num-negatives", min=1, help="Negatives per positive.")] = 1,
+    ] = None,
+    num_negatives: Annotated[
+        int | None, typer.Option("--num-negatives", min=1, help="Negatives per positive.")
+    ] = None,
     sampling: Annotated[
-        Literal["pairs", "users"],
+        Literal["pairs", "users"] | None,
         typer.Option("--sampling", help="Epoch positives: every pair shuffled, or users drawn uniformly."),
-    ] = "pairs",
+    ] = None,
     patience: Annotated[
-        int, typer.Option("--patience", min=1, help="Evaluations without improvement before stopping.")
-    ] = 10,
-    eval_every: Annotated[int, typer.Option("--eval-every", min=1, help="Epochs between evaluations.")] = 1,
+        int | None, typer.Option("--patience", min=1, help="Evaluations without improvement before stopping.")
+    ] = None,
+    eval_every: Annotated[
+        int | None, typer.Option("--eval-every", min=1, help="Epochs between evaluations.")
+    ] = None,
     metric: Annotated[
-        str, typer.Option("--metric", help="Validation metric for early stopping.")
-    ] = "ndcg@20",
+        str | None, typer.Option("--metric", help="Validation metric for early stopping (default ndcg@20).")
+    ] = None,
     ks: Annotated[
-        list[int] | None, typer.Option("--k", help="Cut-off K, repeatable (default 10 and 20).")
+        list[int] | None, typer.Option("--k", help="Cut-off K, repeatable (default: the config's ks).")
     ] = None,
     max_seconds: Annotated[
         float | None, typer.Option("--max-seconds", min=0.0, help="Stop training after this wall time.")
@@ -154,14 +171,17 @@ def train(
     ] = False,
     as_json: JsonOption = False,
 ) -> None:
-    """Train one model with literature defaults, then print validation and test metrics.
+    """Train one model, then print validation and test metrics.
 
-    Prints one JSON object with --json: model, hyperparameters, dataset, split, validation and test metrics
-    with the popularity floor beside them, epochs run, seconds per epoch, evaluation seconds and peak memory.
+    Defaults come from the pipeline's one config (PipelineParams, or --config FILE): the same data, split,
+    epochs, learning rate, batch size and patience as 'gnnrec run'. Prints one JSON object with --json:
+    model, hyperparameters, dataset, split, validation and test metrics with the popularity floor beside
+    them, epochs run, seconds per epoch, evaluation seconds and peak memory.
     """
     from models import UnknownModelError, get_model
     from tasks.compat import ModelDataMismatchError, check_requirements
     from tasks.evaluate import evaluate, popularity_metrics
+    from tasks.pipeline_config import effective_params
     from tasks.prepare import prepare_data
     from tasks.train import TrainConfig, resolve_device
     from tasks.train import train as train_model
@@ -171,43 +191,62 @@ def train(
         try:
             hparams = parse_hparams(hparam)
             get_model(model).resolve_hparams(hparams)
-            resolve_device(device)
-        except (UnknownModelError, ValueError, TypeError, RuntimeError) as exc:
+        except (UnknownModelError, ValueError, TypeError) as exc:
             fail(str(exc), EXIT_BAD_INPUT)
-        config = data_config(
-            dataset=dataset,
-            data_dir=data_dir,
-            recbole_name=recbole_name,
-            min_rating=min_rating,
-            k_core=k_core,
-            aggregate_duplicates=aggregate_duplicates,
-            no_download=no_download,
-            seed=seed,
+        given = {
+            "data": {
+                "dataset": dataset,
+                "data_dir": data_dir,
+                "recbole_name": recbole_name,
+                "min_rating": min_rating,
+                "rating_scale": rating_scale,
+                "k_core": k_core,
+                "aggregate_duplicates": aggregate_duplicates,
+                "download": False if no_download else None,
+                "synthetic_seed": seed,
+            },
+            "split": {"method": split, "ratios": ratios, "valid_from_train": valid_from_train, "seed": seed},
+            "epochs": epochs,
+            "lr": lr,
+            "batch_size": batch_size,
+            "patience": patience,
+            "metric": metric,
+            "ks": tuple(ks) if ks else None,
+            "device": device,
+            "seed": seed,
+        }
+        overrides = {
+            key: ({k: v for k, v in value.items() if v is not None} if isinstance(value, dict) else value)
+            for key, value in given.items()
+            if value is not None
+        }
+        params = effective_params(config, overrides)
+        try:
+            resolve_device(params.device)
+        except RuntimeError as exc:
+            fail(f"{exc}. Use --device cpu or auto.", EXIT_BAD_INPUT)
+        extras = {
+            "loss": loss,
+            "negative_sampler": negative_sampler,
+            "num_negatives": num_negatives,
+            "sampling": sampling,
+            "eval_every": eval_every,
+            "max_seconds": max_seconds,
+        }
+        metric_name = params.metric or TrainConfig.model_fields["metric"].default
+        train_config = TrainConfig.model_validate(
+            {
+                **params.train_config(model, metric_name).model_dump(),
+                "hparams": hparams,
+                "progress": True,
+                **{k: v for k, v in extras.items() if v is not None},
+            }
         )
-        splitting = split_config(method=split, ratios=ratios, seed=seed).model_copy(
-            update={"valid_from_train": valid_from_train}
-        )
-        train_config = TrainConfig(
-            model=model,
-            hparams=hparams,
-            epochs=epochs,
-            batch_size=batch_size,
-            lr=lr,
-            loss=loss,
-            negative_sampler=negative_sampler,
-            num_negatives=num_negatives,
-            patience=patience,
-            eval_every=eval_every,
-            metric=metric,
-            ks=tuple(ks) if ks else (10, 20),
-            device=device,
-            seed=seed,
-            max_seconds=max_seconds,
-            sampling=sampling,
-        )
+        config_data, splitting = params.data, params.split
+        dataset_name = config_data.dataset
 
-        with console.status(f"Loading, checking, splitting {dataset} and building graphs..."):
-            prepared = prepare_data(config, splitting)
+        with console.status(f"Loading, checking, splitting {dataset_name} and building graphs..."):
+            prepared = prepare_data(config_data, splitting)
         graphs, parts = prepared.graphs, prepared.split
         try:
             check_requirements([model], graphs, prepared.dataset.name)

@@ -2,7 +2,11 @@
 
 * ``train-and-promote/manual``: no schedule; started from the Prefect UI's Run button (the parameter form
   is rendered from :class:`tasks.pipeline_config.PipelineParams`) or ``prefect deployment run``.
-* ``retrain/weekly``: cron schedule, Mondays 03:00 by default (``GNNREC_RETRAIN_CRON`` overrides it).
+* ``retrain/weekly``: cron schedule, Mondays 03:00 UTC by default (``GNNREC_RETRAIN_CRON`` and
+  ``GNNREC_RETRAIN_TIMEZONE`` override it); the timezone is stored with the schedule, as in ``prefect.yaml``.
+
+Neither passes parameters of its own: the flows' defaults are :class:`tasks.pipeline_config.PipelineParams`
+(``retrain``: :func:`tasks.pipeline_config.retrain_defaults`), the one definition the CLI reads too.
 
 Each flow run is a process of its own, so the CLI's ``--threads`` does not reach it: ``GNNREC_THREADS=N``
 (which ``gnnrec ui --threads N`` sets) makes ``threads: N`` part of both deployments' default parameters,
@@ -20,8 +24,10 @@ import urllib.error
 import urllib.request
 from typing import Any
 
-#: Weekly, Monday 03:00.
+#: Weekly, Monday 03:00 (as ``prefect.yaml``'s ``weekly`` deployment).
 DEFAULT_RETRAIN_CRON = "0 3 * * 1"
+#: The schedule's timezone unless ``GNNREC_RETRAIN_TIMEZONE`` names another (IANA name, e.g. Europe/Paris).
+DEFAULT_RETRAIN_TIMEZONE = "UTC"
 
 
 def deployments(threads: int | None = None) -> list[Any]:
@@ -31,6 +37,8 @@ def deployments(threads: int | None = None) -> list[Any]:
         threads: CPU threads for torch in their flow runs (default parameters; ``None``: the
             ``GNNREC_THREADS`` environment variable, else torch's default).
     """
+    from prefect.schedules import Cron
+
     from flows.retrain import RETRAIN_DEFAULTS, retrain
     from flows.train_and_promote import train_and_promote
     from tasks.pipeline_config import PipelineParams
@@ -53,7 +61,10 @@ def deployments(threads: int | None = None) -> list[Any]:
         retrain.to_deployment(
             name="weekly",
             parameters=defaults(RETRAIN_DEFAULTS),
-            cron=os.environ.get("GNNREC_RETRAIN_CRON", DEFAULT_RETRAIN_CRON),
+            schedule=Cron(
+                os.environ.get("GNNREC_RETRAIN_CRON", DEFAULT_RETRAIN_CRON),
+                timezone=os.environ.get("GNNREC_RETRAIN_TIMEZONE", DEFAULT_RETRAIN_TIMEZONE),
+            ),
             description="Reload, validate, warm-start, retrain and promote through the same gate.",
             tags=["gnnrec"],
         ),

@@ -18,10 +18,10 @@ from flows.train_and_promote import (
     model_task_runner,
     run_pipeline,
 )
-from tasks.pipeline_config import PipelineParams
+from tasks.pipeline_config import PipelineParams, retrain_defaults
 
 #: Defaults of a scheduled retrain: warm start, one trial per model (none when the study already has one).
-RETRAIN_DEFAULTS = PipelineParams(n_trials=1, extra_trials=0, warm_start=True)
+RETRAIN_DEFAULTS = retrain_defaults()
 
 
 @flow(name="retrain", log_prints=True, task_runner=model_task_runner())
@@ -29,12 +29,12 @@ def retrain(params: PipelineParams = RETRAIN_DEFAULTS) -> PipelineOutcome:
     """Reload, validate, warm-start from the best known hyperparameters, retrain, evaluate and promote.
 
     Args:
-        params: As for ``train-and-promote``; ``warm_start`` is forced on.
+        params: As for ``train-and-promote``, with warm start on by default (the form's switch is honoured).
 
     Returns:
         The leaderboard, the registered versions and the promotion decision.
     """
     try:
-        return run_pipeline(params.model_copy(update={"warm_start": True}), flow_name="retrain")
+        return run_pipeline(params, flow_name="retrain")
     except DataContractError as err:
         return contract_failed(err)

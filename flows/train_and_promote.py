@@ -194,7 +194,7 @@ def _models(
     from tasks.pipeline_config import final_train_config
     from tasks.register import Lineage, split_key, trial_logger
     from tasks.report import failed_leaderboard_row, leaderboard_row, rank_leaderboard, run_facts, table_rows
-    from tasks.tune import study_name
+    from tasks.tune import study_name, trial_settings_key
 
     logger = get_run_logger()
     ks = params.ks_with(metric)
@@ -215,7 +215,12 @@ def _models(
         return done
 
     base = {f: params.train_config(f, metric) for f in families}
-    studies = {f: study_name(dataset.fingerprint, split_key(split), f) for f in families}
+    studies = {
+        f: study_name(
+            dataset.fingerprint, split_key(split), f, trial_settings_key(base[f], params.train_space)
+        )
+        for f in families
+    }
     children: dict[str, str] = {}
     for family in families:
         children[family] = t.start_model_run(settings, parent, family, lineage)

@@ -181,6 +181,29 @@ def _mlflow_type(ids: np.ndarray) -> str:
     return "long" if np.asarray(ids).dtype.kind in "iu" else "string"
 
 
+def check_k(k: Any, num_items: int) -> int:
+    """``k`` as an int when it is a whole number from 1 to the catalogue's size.
+
+    Raises:
+        mlflow.exceptions.MlflowException: ``INVALID_PARAMETER_VALUE`` (HTTP 400 from the scoring server)
+            with a one-line message, for ``k <= 0``, ``k`` above ``num_items`` or a ``k`` that is not a whole
+            number.
+    """
+    from mlflow.exceptions import MlflowException
+    from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
+
+    try:
+        value = float(k)
+    except (TypeError, ValueError):
+        value = float("nan")
+    if not (value == value and value.is_integer() and 1 <= value <= num_items):
+        raise MlflowException(
+            f"k must be a whole number from 1 to {num_items} (the catalogue's size), got {k!r}",
+            error_code=INVALID_PARAMETER_VALUE,
+        )
+    return int(value)
+
+
 def recommender_signature(user_ids: np.ndarray, item_ids: np.ndarray) -> Any:
     """The pyfunc signature: optional ``user``, ``history``, ``k`` in; ``user, rank, item, score,...`` out."""
     from mlflow.models.signature import ModelSignature
@@ -368,15 +391,15 @@ class ServedRecommender(PythonModel):
                 "the input needs a 'user' column of raw user ids or a 'history' column of raw item ids, "
                 f"got columns {list(frame.columns)}"
             )
-        default_k = int((params or {}).get("k") or DEFAULT_K)
-        if default_k < 1:
-            raise ValueError(f"k must be positive, got {default_k}")
+        given_k = (params or {}).get("k")
+        default_k = check_k(DEFAULT_K if given_k is None else given_k, len(self.item_ids))
         n = len(frame)
         ks = np.full(n, default_k, dtype=np.int64)
         if "k" in frame.columns:
-            given = pd.to_numeric(frame["k"], errors="coerce").to_numpy(dtype=np.float64)
-            ks = np.where(np.isfinite(given) & (given >= 1), given, default_k).astype(np.int64)
-        ks = np.minimum(ks, len(self.item_ids))
+            column = pd.to_numeric(frame["k"], errors="coerce").to_numpy(dtype=np.float64)
+            for value in column[np.isfinite(column)]:
+                check_k(value, len(self.item_ids))
+            ks = np.where(np.isfinite(column), column, default_k).astype(np.int64)
         raw_users = frame["user"].tolist() if "user" in frame.columns else [None] * n
         histories = (
             [self.history_items(h) for h in frame["history"].tolist()]

@@ -1,8 +1,9 @@
 """Optuna tuning of one model family with the very same :func:`tasks.train.train` a plain run uses.
 
-One study per (dataset fingerprint, split, model), stored durably (SQLite under the data folder by default,
-any SQLAlchemy URL), so a study resumes across runs and can be shared by several workers. The sampler is TPE,
-seeded; a median pruner is fed the validation metric after every validation epoch, so poor trials stop early.
+One study per (dataset fingerprint, split, model, trial settings), stored durably (SQLite under the data
+folder by default, any SQLAlchemy URL), so a study resumes across runs and can be shared by several
+workers. The sampler is TPE, seeded; a median pruner is fed the validation metric after every validation
+epoch, so poor trials stop early.
 The search space is the model's own (:meth:`models.base.Recommender.search_space`), merged over its defaults,
 plus, when a ``train_space`` is given, categorical choices of training settings (the negative sampler and
 its pool, the loss, the learning rate...): on HetRec Last.fm the negative sampler moved LightGCN's
@@ -196,9 +197,42 @@ class _Tally:
     epoch: int = 0
 
 
-def study_name(dataset_fingerprint: str, split_key: str, model: str) -> str:
-    """The study of a (dataset fingerprint, split, model): ``<model>-<fingerprint>-<split key>``."""
-    return f"{model}-{dataset_fingerprint}-{split_key}"
+#: ``TrainConfig`` fields that do not change what a trial measures (or that the trial itself chooses).
+_NOT_MEASURED = frozenset({"model", "hparams", "progress", "device", "eval_chunk_size"})
+
+
+def trial_settings_key(base: TrainConfig, train_space: Mapping[str, Sequence[Any]] | None = None) -> str:
+    """A short hash of every setting that changes what a trial of ``base`` measures.
+
+    The fixed training settings (learning rate, batch size, loss, sampler, epochs budget, patience,
+    ``max_seconds``, evaluation cut-offs and the selection metric, seed) and the searched training space:
+    trials that differ in any of them score different things and must not share a study, or a warm start
+    would enqueue the best parameters found under other settings. Searched fields are left out of the fixed
+    part (each trial picks its own). The device is left out: it does not change what is measured.
+
+    Args:
+        base: The run's base training configuration (:meth:`PipelineParams.train_config`).
+        train_space: The searched training settings, as given to :func:`tune_model`.
+
+    Returns:
+        Ten hex characters.
+    """
+    import hashlib
+    import json
+
+    space = {name: list(values) for name, values in sorted((train_space or {}).items())}
+    fixed = base.model_dump(mode="json", exclude=set(_NOT_MEASURED | set(space)))
+    payload = json.dumps({"fixed": fixed, "space": space}, sort_keys=True, default=str)
+    return hashlib.sha256(payload.encode()).hexdigest()[:10]
+
+
+def study_name(dataset_fingerprint: str, split_key: str, model: str, settings_key: str) -> str:
+    """The study of a (dataset, split, model, trial settings): ``<model>-<fingerprint>-<split>-<settings>``.
+
+    ``settings_key`` is :func:`trial_settings_key` of the run's training configuration, so that a study only
+    ever holds trials measured the same way.
+    """
+    return f"{model}-{dataset_fingerprint}-{split_key}-{settings_key}"
 
 
 def _ensure_sqlite_dir(storage: str | None) -> None:

@@ -42,12 +42,23 @@ def load_raw(config: DataConfig) -> RawTables:
         config: Which source, where its files are, and the source-specific options.
 
     Returns:
-        The source's tables with raw ids, and the files they came from.
+        The source's tables with raw ids, and the files they came from; ``rating_scale`` is
+        ``config.rating_scale`` when given (the data contract then rejects ratings outside it).
 
     Raises:
         DatasetNotAvailableError: The files are missing (and, for downloadable sources, cannot be fetched).
         DataFormatError: A file cannot be parsed.
     """
+    raw = _read_source(config)
+    if config.rating_scale is not None:  # the user's declared scale replaces the source's own
+        import dataclasses
+
+        raw = dataclasses.replace(raw, rating_scale=config.rating_scale)
+    return raw
+
+
+def _read_source(config: DataConfig) -> RawTables:
+    """The tables of ``config.dataset`` as its loader reads them."""
     dataset = config.dataset
     if dataset == "synthetic":
         from tasks.ingest.synthetic import make_synthetic

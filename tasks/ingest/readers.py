@@ -21,6 +21,7 @@ import csv
 import re
 from collections.abc import Collection, Sequence
 from pathlib import Path
+from typing import NoReturn
 
 import numpy as np
 import pandas as pd
@@ -207,6 +208,34 @@ def _where(path: Path | str, series: pd.Series, label: object) -> tuple[str, int
     return f"{path}, {at}column '{series.name}'", line
 
 
+#: The largest id an ``int64`` holds; larger raw ids are refused rather than wrapped or rounded into another.
+INT64_MAX = 2**63 - 1
+#: From this magnitude on, a float64 may be a rounded id (2^53 + 1 reads as 2^53).
+FLOAT_EXACT_MAX = 2**53
+
+
+def _too_large(
+    series: pd.Series, mask: pd.Series, *, path: Path | str, what: str, empty: bool = False
+) -> NoReturn:
+    """Refuse ids that cannot be kept exactly (two distinct raw ids must never become one)."""
+    label = mask[mask].index[0]
+    where, line = _where(path, series, label)
+    reason = (
+        "its column also has empty fields, which makes it floating point, exact only up to 2^53"
+        if empty
+        else "ids must fit a signed 64-bit integer (up to 2^63 - 1 = 9223372036854775807)"
+    )
+    value = series[label]
+    shown = str(value.item() if isinstance(value, np.generic) else value)
+    raise DataFormatError(
+        f"{where}: the {what} {shown} cannot be kept exactly: {reason} "
+        f"({int(mask.sum())} such value(s) in the file). Map the ids to smaller integers before loading; "
+        "they are never rounded or wrapped, since that would merge distinct users or items.",
+        path=str(path),
+        line=line,
+    )
+
+
 def to_ids(series: pd.Series, *, path: Path | str, what: str, header_line: bool = False) -> pd.Series:
     """Convert a column of raw ids to ``int64``, or to ``float64`` with ``NaN`` where a field is empty.
 
@@ -224,12 +253,34 @@ def to_ids(series: pd.Series, *, path: Path | str, what: str, header_line: bool 
         DataFormatError: A non-empty id is not a number (``abc``), or a number is not an integer (``3.5``).
     """
     if is_integer_dtype(series.dtype) and not is_bool_dtype(series.dtype):
+        if series.dtype.kind == "u" and len(series) and int(series.max()) > INT64_MAX:
+            _too_large(series, series > INT64_MAX, path=path, what=what)
         return series.astype("int64")
     if is_numeric_dtype(series.dtype) and not is_bool_dtype(series.dtype):
         values = series.astype("float64")
+        inexact = values.abs() >= FLOAT_EXACT_MAX
+        if inexact.any():  # already rounded by the reader: two ids may have become one
+            _too_large(series, inexact, path=path, what=what, empty=True)
     else:
         text = series.astype("str").str.strip().where(series.notna())
+        whole = text.str.fullmatch(r"[+-]?\d+").fillna(False).astype(bool)
+        if whole.any():  # exact, digit by digit: a float would merge ids above 2^53
+            exact = text[whole].map(int)
+            outside = (exact > INT64_MAX) | (exact < -INT64_MAX - 1)
+            if outside.any():
+                _too_large(
+                    series, whole & outside.reindex(series.index, fill_value=False), path=path, what=what
+                )
+            if not (~whole & text.notna() & (text != "")).any():
+                if whole.all():
+                    return exact.astype("int64")
+                values = exact.reindex(series.index).astype("float64")
+                if (values.abs() >= FLOAT_EXACT_MAX).any():
+                    _too_large(series, values.abs() >= FLOAT_EXACT_MAX, path=path, what=what, empty=True)
+                return values
         values = pd.to_numeric(text, errors="coerce").astype("float64")
+        if (values.abs() >= FLOAT_EXACT_MAX).any():  # e.g. "1e19" or a big id beside a "3.0"
+            _too_large(series, values.abs() >= FLOAT_EXACT_MAX, path=path, what=what, empty=True)
         bad = values.isna() & text.notna() & (text != "")
         if bad.any():
             label = bad.idxmax()

@@ -111,6 +111,20 @@ def test_weights_must_be_positive_without_a_scale() -> None:
     assert validate(good_raw(rating_scale=None)).success
 
 
+@pytest.mark.parametrize("value", [np.inf, 1e300])
+def test_infinite_or_huge_ratings_fail_with_or_without_a_scale(value: float) -> None:
+    inter = interactions()
+    inter.loc[3, "rating"] = value
+    scaled = failed(
+        validate(good_raw(interactions=inter)), "interactions", "expect_column_values_to_be_between"
+    )
+    assert scaled.unexpected_sample == (value,)
+    if value == np.inf:  # no scale: only a non-finite weight is refused (listen counts may be large)
+        unscaled = validate(good_raw(interactions=inter, rating_scale=None))
+        out = failed(unscaled, "interactions", "expect_column_values_to_be_between")
+        assert out.unexpected_count == 1
+
+
 def test_duplicated_row_fails_unless_duplicates_are_aggregated() -> None:
     inter = interactions()
     dup = pd.concat([inter, inter.iloc[[4]]], ignore_index=True)

@@ -203,3 +203,30 @@ def test_every_option_has_help(name: str) -> None:
     assert len(options) >= 6
     for param in options:
         assert param.help and len(param.help) > 20, param.name
+
+
+@pytest.mark.parametrize(
+    ("value", "scale", "code"),
+    [
+        ("1e300", ("--rating-scale", "1", "5"), 1),  # out of the declared scale
+        ("inf", ("--rating-scale", "1", "5"), 1),
+        ("inf", (), 1),  # no scale: a non-finite rating still breaks the contract
+        ("1e300", (), 0),  # no scale: any finite positive weight (listen counts) passes
+        ("4", ("--rating-scale", "1", "5"), 0),
+    ],
+)
+def test_rating_scale_lets_the_contract_reject_out_of_range_ratings(
+    tmp_path: Path, value: str, scale: tuple[str, ...], code: int
+) -> None:
+    rows = [f"{u},{(u * 3 + k) % 30 + 1},3" for u in range(1, 21) for k in range(10)]
+    rows[7] = rows[7].rsplit(",", 1)[0] + f",{value}"
+    (tmp_path / "interactions.csv").write_text("user,item,rating\n" + "\n".join(rows) + "\n")
+    result = invoke("validate", "--dataset", "csv", "--data-dir", str(tmp_path), *scale)
+    assert result.exit_code == code, result.output
+    if code:
+        assert "rating" in result.stdout and "expect_column_values_to_be_between" in result.stdout
+
+
+def test_a_rating_scale_out_of_order_is_a_usage_error(tmp_path: Path) -> None:
+    result = invoke("validate", "--dataset", "csv", "--data-dir", str(tmp_path), "--rating-scale", "5", "1")
+    assert result.exit_code == 2 and "rating scale" in result.stderr and "Traceback" not in result.output

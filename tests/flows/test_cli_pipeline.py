@@ -67,10 +67,21 @@ def test_run_and_retrain_share_the_data_options(name: str) -> None:
     data = get_command(app).commands["data"].commands["stats"]  # type: ignore[attr-defined]
     flags = {flag: p for p in command.params for flag in p.opts}
     assert SHARED <= set(flags)
-    for p in data.params:  # same flags, same help text, same default as `gnnrec data stats`
-        if p.opts[0] in flags and p.opts[0] != "--seed":
-            assert (flags[p.opts[0]].help, flags[p.opts[0]].default) == (p.help, p.default), p.opts
-    assert flags["--users"].default == 943 and flags["--interactions"].default == 100_000
+    for p in data.params:  # same flags and help text as `gnnrec data stats`
+        if p.opts[0] in flags:
+            assert flags[p.opts[0]].help == p.help, p.opts
+    # every pipeline setting defaults to "not given": the values in effect come from PipelineParams
+    settings = {
+        "--users",
+        "--interactions",
+        "--trials",
+        "--epochs",
+        "--lr",
+        "--dataset",
+        "--ratios",
+        "--seed",
+    }
+    assert all(flags[flag].default is None for flag in settings if flag in flags)
     assert "exit" in (command.help or "").lower()
 
 
@@ -124,7 +135,10 @@ def test_contract_failure_exits_1_and_missing_files_exit_2(
     settings = load_mlflow_settings(config)
     client = MlflowClient(tracking_uri=settings.tracking_uri, registry_uri=settings.tracking_uri)
     assert client.search_registered_models() == []
-    assert not (tmp_path / "store" / "optuna.db").exists()
+    import optuna  # the store's schema is created up front (once, under a lock), but no study is
+
+    storage = settings.study_storage
+    assert optuna.get_all_study_names(storage) == []
 
 
 @pytest.mark.slow
@@ -149,7 +163,8 @@ def test_run_json_with_the_shared_data_options(prefect_harness, tmp_path: Path, 
     params = client.get_run(out["parent_run_id"]).data.params
     assert (params["split.method"], params["split.seed"], params["seed"]) == ("loo", "3", "3")
     assert (params["data.dataset"], params["data.aggregate_duplicates"]) == ("csv", "True")
-    assert (params["threads"], params["torch_threads"]) == ("1", "1")  # `run`'s default, as applied
+    # PipelineParams' default (torch's own count, here OMP_NUM_THREADS=1 from conftest), as applied
+    assert (params["threads"], params["torch_threads"]) == ("None", "1")
     (child,) = client.search_runs(
         [client.get_run(out["parent_run_id"]).info.experiment_id], "tags.`gnnrec.role` = 'model'"
     )
@@ -176,13 +191,13 @@ def test_run_rejects_a_bad_train_space_before_any_work(space: str, message: str,
 @pytest.mark.parametrize(
     ("root", "own", "expected"),
     [
-        ((), (), 1),  # run's own default: one thread
-        (("--threads", "3"), (), 3),  # `gnnrec --threads 3 run` is kept, not silently reset to 1
+        ((), (), None),  # PipelineParams' default: torch's own thread count (make run passes --threads 1)
+        (("--threads", "3"), (), 3),  # `gnnrec --threads 3 run` is kept
         (("--threads", "3"), ("--threads", "2"), 2),  # the command's own option wins when given
     ],
 )
-def test_run_threads_default_to_one_but_keep_the_root_option(
-    root: tuple[str, ...], own: tuple[str, ...], expected: int, tmp_path: Path, monkeypatch
+def test_run_threads_follow_the_config_and_keep_the_root_option(
+    root: tuple[str, ...], own: tuple[str, ...], expected: int | None, tmp_path: Path, monkeypatch
 ) -> None:
     import torch
 
@@ -195,12 +210,12 @@ def test_run_threads_default_to_one_but_keep_the_root_option(
         raise SystemExit(0)
 
     monkeypatch.setattr("flows.train_and_promote.train_and_promote", fake_flow)
-    monkeypatch.setattr(cli_pipeline, "_settings", lambda path: None)
+    monkeypatch.setattr(cli_pipeline, "load_settings", lambda path: None)
     before = torch.get_num_threads()
     try:
         torch.set_num_threads(2)
         result = runner.invoke(app, [*root, "run", *own, "--mlflow-config", str(write_settings(tmp_path))])
         assert result.exit_code == 0, result.output
-        assert seen == [(expected, expected)]  # set here, and passed on for the flow to set and record
+        assert seen == [(expected or 2, expected)]  # set here, and passed on for the flow to set and record
     finally:
         torch.set_num_threads(before)

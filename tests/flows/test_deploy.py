@@ -30,3 +30,38 @@ def test_thread_count_becomes_a_default_parameter_of_both_deployments(monkeypatc
     # the weekly retrain keeps its own defaults (one warm-started trial), only the thread count is added
     assert weekly["n_trials"] == RETRAIN_DEFAULTS.n_trials == 1 and weekly["warm_start"] is True
     assert manual["n_trials"] != weekly["n_trials"]
+
+
+def test_deploy_and_prefect_yaml_agree_with_the_one_source_of_defaults(monkeypatch) -> None:
+    from pathlib import Path
+
+    import yaml
+
+    from flows.deploy import DEFAULT_RETRAIN_TIMEZONE
+    from tasks.pipeline_config import PipelineParams, retrain_defaults
+
+    for name in ("GNNREC_THREADS", "GNNREC_RETRAIN_CRON", "GNNREC_RETRAIN_TIMEZONE"):
+        monkeypatch.delenv(name, raising=False)
+    spec = yaml.safe_load((Path(__file__).parents[2] / "prefect.yaml").read_text())
+    declared = {d["name"]: d for d in spec["deployments"]}
+    served = _by_name()
+    assert set(declared) == set(served) == {"manual", "weekly"}
+    for name in ("manual", "weekly"):  # no parameter that could contradict PipelineParams
+        assert declared[name]["parameters"] == {} and served[name].parameters == {}
+    (yaml_schedule,) = declared["weekly"]["schedules"]
+    schedule = served["weekly"].schedules[0].schedule
+    assert (schedule.cron, schedule.timezone) == (yaml_schedule["cron"], yaml_schedule["timezone"])
+    assert schedule.timezone == DEFAULT_RETRAIN_TIMEZONE == "UTC"
+    # the flows' own defaults are the one definition
+    from flows.retrain import retrain
+    from flows.train_and_promote import train_and_promote
+
+    assert train_and_promote.parameters.properties["params"]["default"] == PipelineParams().model_dump(
+        mode="json"
+    )
+    assert retrain.parameters.properties["params"]["default"] == retrain_defaults().model_dump(mode="json")
+
+
+def test_a_configured_timezone_is_stored_with_the_schedule(monkeypatch) -> None:
+    monkeypatch.setenv("GNNREC_RETRAIN_TIMEZONE", "Europe/Paris")
+    assert _by_name()["weekly"].schedules[0].schedule.timezone == "Europe/Paris"

@@ -64,7 +64,7 @@ def failing_run(prefect_harness, tmp_path_factory) -> FailingRun:
         mp.setitem(MODELS, "nanmf", NanMF)
         mp.setitem(MODELS, "badmf", BadHparamsMF)
         config = write_settings(tmp)
-        params = tiny_params(config).model_copy(update={"models": ("nanmf", "mf", "badmf"), "epochs": 3})
+        params = tiny_params(config).model_copy(update={"models": ("nanmf", "mf", "badmf"), "epochs": 12})
         state = train_and_promote(params, return_state=True)
     settings = load_mlflow_settings(config)
     client = MlflowClient(tracking_uri=settings.tracking_uri, registry_uri=settings.tracking_uri)

@@ -7,6 +7,7 @@ import subprocess
 import sys
 import textwrap
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -146,16 +147,47 @@ def test_champion_loads_and_predicts_in_a_fresh_process(champion_store) -> None:
     assert not {r["item"] for r in known} & seen
 
 
+def _post(port: int, payload: dict) -> tuple[int, dict]:
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}/invocations",
+        data=json.dumps(payload).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as err:
+        return err.code, json.loads(err.read())
+
+
+def _port_free(port: int) -> bool:
+    """Nothing listens on ``port``: a connection is refused and the port can be bound again."""
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=2).close()
+        return False
+    except ConnectionRefusedError:
+        pass
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # closed connections linger in TIME_WAIT
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
 @pytest.mark.slow
-def test_mlflow_models_serve_answers_rest(champion_store, tmp_path: Path) -> None:
-    from flows.cli_pipeline import serve_command, serve_env
+def test_gnnrec_serve_answers_rest_refuses_bad_k_in_one_line_and_stops_on_sigterm(
+    champion_store, tmp_path: Path
+) -> None:
+    import signal
 
     settings, dataset, _ = champion_store
+    config = Path(settings.tracking_uri.partition(":///")[2]).parent / "mlflow.yml"
     port = _free_port()
     log = tmp_path / "serve.log"
     proc = subprocess.Popen(
-        serve_command(settings, host="127.0.0.1", port=port),
-        env=serve_env(settings),
+        [sys.executable, "-m", "flows.cli", "serve", "--port", str(port), "--mlflow-config", str(config)],
         stdout=log.open("wb"),
         stderr=subprocess.STDOUT,
         start_new_session=True,
@@ -163,7 +195,7 @@ def test_mlflow_models_serve_answers_rest(champion_store, tmp_path: Path) -> Non
     try:
         deadline = time.monotonic() + 120
         while True:
-            assert proc.poll() is None, f"mlflow models serve exited: {log.read_text()[-3000:]}"
+            assert proc.poll() is None, f"gnnrec serve exited: {log.read_text()[-3000:]}"
             try:
                 with urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=2) as response:
                     if response.status == 200:
@@ -173,24 +205,47 @@ def test_mlflow_models_serve_answers_rest(champion_store, tmp_path: Path) -> Non
             assert time.monotonic() < deadline, "server did not answer /ping in 120 s"
             time.sleep(1)
         user = int(dataset.user_ids[1])
-        body = json.dumps(
-            {"dataframe_split": {"columns": ["user"], "data": [[user]]}, "params": {"k": 3}}
-        ).encode()
-        request = urllib.request.Request(
-            f"http://127.0.0.1:{port}/invocations", data=body, headers={"Content-Type": "application/json"}
-        )
-        with urllib.request.urlopen(request, timeout=30) as response:
-            predictions = json.loads(response.read())["predictions"]
+        frame = {"dataframe_split": {"columns": ["user"], "data": [[user]]}}
+        status, body = _post(port, {**frame, "params": {"k": 3}})
+        assert status == 200
+        predictions = body["predictions"]
         assert [p["rank"] for p in predictions] == [1, 2, 3]
         assert all(p["user"] == user and not p["fallback"] for p in predictions)
         assert set(p["item"] for p in predictions) <= set(dataset.item_ids.tolist())
+        for bad in (0, -2, dataset.num_items + 1):
+            status, body = _post(port, {**frame, "params": {"k": bad}})
+            assert status == 400, body
+            assert set(body) == {"error_code", "message"} and body["error_code"] == "INVALID_PARAMETER_VALUE"
+            assert "\n" not in body["message"] and "Traceback" not in body["message"]
+            assert f"got {bad}" in body["message"] and f"1 to {dataset.num_items}" in body["message"]
+        status, body = _post(port, {"dataframe_split": {"columns": ["user", "k"], "data": [[user, 0]]}})
+        assert status == 400 and "k must be" in body["message"]
+        proc.send_signal(signal.SIGTERM)  # to gnnrec serve itself, not its group
+        assert proc.wait(timeout=30) is not None
+        assert _port_free(port)
     finally:
         if proc.poll() is None:
-            os.killpg(proc.pid, 15)
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, 9)
+            os.killpg(proc.pid, 9)
+            proc.wait(timeout=20)
+
+
+def test_k_outside_one_to_the_catalogue_is_an_invalid_parameter(champion_store, tmp_path: Path) -> None:
+    from mlflow.exceptions import MlflowException
+
+    _, dataset, trained = champion_store
+    model = EmbeddingRecommender()
+    from tasks.config import SplitConfig
+    from tasks.split import split_dataset
+
+    model._load(
+        export_recommender(trained.model, dataset, split_dataset(dataset, SplitConfig(seed=3)), tmp_path)
+    )
+    users = pd.DataFrame({"user": dataset.user_ids[:2].tolist()})
+    assert len(model.predict(None, users, params={"k": dataset.num_items})) > 0
+    for bad in (0, -1, dataset.num_items + 1, 2.5):
+        with pytest.raises(MlflowException, match="k must be a whole number") as caught:
+            model.predict(None, users, params={"k": bad})
+        assert caught.value.error_code == "INVALID_PARAMETER_VALUE"
 
 
 def test_score_users_raw_matches_embeddings_and_names_unknown_users() -> None:

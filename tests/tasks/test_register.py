@@ -291,7 +291,7 @@ def test_two_identical_training_runs_register_one_version(tmp_path: Path) -> Non
     second_run = client.get_run(versions[1].run_id)  # the second run still holds its own logs
     assert second_run.data.tags["gnnrec.registered_version"] == "1"
     assert second_run.data.tags["gnnrec.reused_version"] == "true"
-    assert len(client.get_metric_history(versions[1].run_id, "loss")) == 2
+    assert len(client.get_metric_history(versions[1].run_id, "epoch_loss")) == 2
 
 
 def test_no_stage_when_disabled(store, planted) -> None:

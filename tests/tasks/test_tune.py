@@ -11,7 +11,7 @@ import pytest
 from models import get_model
 from tasks.split import Split
 from tasks.train import TrainConfig
-from tasks.tune import check_train_space, open_study, split_params, study_name, tune
+from tasks.tune import check_train_space, open_study, split_params, study_name, trial_settings_key, tune
 
 
 def tiny_split() -> Split:
@@ -166,7 +166,7 @@ def test_real_training_in_the_objective() -> None:
         graphs,
         split,
         config,
-        study=study_name(dataset.fingerprint, "k", "mf"),
+        study=study_name(dataset.fingerprint, "k", "mf", trial_settings_key(config)),
         storage=None,
         n_trials=2,
         seed=0,
@@ -256,3 +256,35 @@ def test_warm_start_includes_searched_training_settings(tmp_path: Path) -> None:
     )
     first = open_study("ws", storage, seed=0).trials[0]
     assert first.params["train.negative_sampler"] == "hard" and "train.lr" not in first.params
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"lr": 0.01},
+        {"epochs": 7},
+        {"batch_size": 64},
+        {"metric": "recall@20"},
+        {"max_seconds": 30.0},
+        {"negative_sampler": "hard"},
+        {"patience": 3},
+    ],
+)
+def test_settings_that_change_what_a_trial_measures_change_the_study(change: dict) -> None:
+    base = TrainConfig(model="mf", epochs=5, progress=False)
+    key = trial_settings_key(base)
+    assert trial_settings_key(base.model_copy(update=change)) != key
+    assert study_name("fp", "split", "mf", trial_settings_key(base.model_copy(update=change))) != study_name(
+        "fp", "split", "mf", key
+    )
+
+
+def test_device_and_the_searched_values_do_not_split_a_study_but_the_search_space_does() -> None:
+    base = TrainConfig(model="mf", epochs=5, progress=False)
+    space = {"negative_sampler": ["uniform", "hard"]}
+    assert trial_settings_key(base.model_copy(update={"device": "cuda"})) == trial_settings_key(base)
+    # a searched field's fixed value is not part of the identity: each trial chooses its own
+    searched = base.model_copy(update={"negative_sampler": "hard"})
+    assert trial_settings_key(searched, space) == trial_settings_key(base, space)
+    assert trial_settings_key(base, space) != trial_settings_key(base)
+    assert trial_settings_key(base, space) != trial_settings_key(base, {"negative_sampler": ["uniform"]})

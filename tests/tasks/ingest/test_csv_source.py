@@ -89,3 +89,34 @@ def test_contract_values_and_string_ids(tmp_path: Path) -> None:
     write(folder, {"interactions.csv": "user,item\nu1,2\n"})
     with pytest.raises(DataFormatError, match=r"line 2, column 'user'.*'u1'.*map string ids"):
         load_csv(folder)
+
+
+@pytest.mark.parametrize(
+    "users",
+    [
+        (2**63, 2**63 + 1),  # read as uint64: wrapped into int64 before
+        (2**64 + 5, 2**64 + 6),  # read as text: rounded through float64 before
+    ],
+)
+def test_ids_beyond_int64_are_refused_never_merged_or_wrapped(tmp_path: Path, users: tuple[int, int]) -> None:
+    lines = "".join(f"{u},{i}\n" for u in users for i in (1, 2)) + "3,1\n"
+    folder = write(tmp_path, {"interactions.csv": "user,item\n" + lines})
+    with pytest.raises(DataFormatError, match=rf"user id .*{users[0]}.* cannot be kept exactly.*2\^63"):
+        load_csv(folder)
+
+
+def test_ids_between_2_53_and_2_63_stay_exact_and_distinct(tmp_path: Path) -> None:
+    users = (2**53, 2**53 + 1, 2**63 - 1)
+    lines = "".join(f"{u},{i},4\n" for u in users for i in (1, 2))
+    folder = write(tmp_path, {"interactions.csv": "user,item,rating\n" + lines})
+    raw = load_csv(folder)
+    assert sorted(set(raw.interactions["user"].tolist())) == sorted(users)
+    assert build_dataset(raw).num_users == 3
+
+
+def test_large_ids_with_an_empty_field_are_refused_not_rounded(tmp_path: Path) -> None:
+    # an empty field makes the column floating point, where 2^53 + 1 would become 2^53
+    lines = f"{2**53},1\n{2**53 + 1},1\n,2\n"
+    folder = write(tmp_path, {"interactions.csv": "user,item\n" + lines})
+    with pytest.raises(DataFormatError, match="exact only up to 2\\^53"):
+        load_csv(folder)
