@@ -137,7 +137,7 @@ def test_every_trial_and_evaluation_logs_one_line(failing_run: FailingRun) -> No
     assert len(trial_epochs) == sum(history)  # one line per validation of every trial
     assert any(m.startswith("nanmf trial 0 (1/2 done) FAIL") for m in messages)
     final = [m for m in messages if m.startswith("mf final training epoch")]
-    assert 1 <= len(final) <= 3
+    assert 1 <= len(final) <= 12  # one line per evaluation of the final training (epochs=12)
     assert any(m.startswith("mf on test: hit@10 ") for m in messages)
 
 
