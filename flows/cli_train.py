@@ -21,8 +21,10 @@ from rich.table import Table
 from flows.cli_common import (
     EXIT_BAD_INPUT,
     AggregateDuplicatesOption,
+    ColdFractionOption,
     DataDirOption,
     DatasetOption,
+    FoldInOption,
     JsonOption,
     KCoreOption,
     MinRatingOption,
@@ -115,6 +117,8 @@ def train(
             help="For --split fixed without validation: per-user fraction of train moved to validation.",
         ),
     ] = 0.0,
+    cold_fraction: ColdFractionOption = 0.1,
+    fold_in: FoldInOption = 0.5,
     seed: SeedOption = 2020,
     epochs: EpochsOption = 400,
     device: DeviceOption = "auto",
@@ -160,7 +164,7 @@ def train(
     with the popularity floor beside them, epochs run, seconds per epoch, evaluation seconds and peak memory.
     """
     from models import UnknownModelError, get_model
-    from tasks.evaluate import evaluate, popularity_metrics
+    from tasks.evaluate import evaluate, popularity_metrics, unsupported_split
     from tasks.prepare import prepare_data
     from tasks.train import TrainConfig, resolve_device
     from tasks.train import train as train_model
@@ -171,6 +175,9 @@ def train(
             hparams = parse_hparams(hparam)
             get_model(model).resolve_hparams(hparams)
             resolve_device(device)
+            reason = unsupported_split(get_model(model), split)
+            if reason is not None:
+                raise ValueError(reason)
         except (UnknownModelError, ValueError, TypeError, RuntimeError) as exc:
             fail(str(exc), EXIT_BAD_INPUT)
         config = data_config(
@@ -183,9 +190,9 @@ def train(
             no_download=no_download,
             seed=seed,
         )
-        splitting = split_config(method=split, ratios=ratios, seed=seed).model_copy(
-            update={"valid_from_train": valid_from_train}
-        )
+        splitting = split_config(
+            method=split, ratios=ratios, seed=seed, cold_fraction=cold_fraction, fold_in=fold_in
+        ).model_copy(update={"valid_from_train": valid_from_train})
         train_config = TrainConfig(
             model=model,
             hparams=hparams,
@@ -224,6 +231,7 @@ def train(
         "split": parts.describe(),
         "training": train_config.model_dump(mode="json", exclude={"progress"}),
         "device": trained.device,
+        "new_users": trained.model.new_users if len(parts.history) else None,
         "valid": None if valid is None else valid.to_dict(),
         "test": test.to_dict(),
         "popularity": {

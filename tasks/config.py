@@ -8,7 +8,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 DatasetName = Literal["synthetic", "movielens-100k", "lastfm-hetrec", "recbole", "lightgcn", "csv"]
-SplitMethod = Literal["random", "temporal", "loo", "fixed"]
+SplitMethod = Literal["random", "temporal", "loo", "fixed", "cold-users", "cold-items"]
 
 
 class DataConfig(BaseModel):
@@ -53,10 +53,16 @@ class SplitConfig(BaseModel):
 
     Attributes:
         method: ``random`` (per-user ratio), ``temporal`` (per-user, by timestamp), ``loo`` (leave the last
-            or a random one out for test and one for valid), ``fixed`` (the source's own split).
+            or a random one out for test and one for valid), ``fixed`` (the source's own split),
+            ``cold-users`` (users held out of training whole, each revealing a history at inference time),
+            ``cold-items`` (items held out of training whole); see :mod:`tasks.split`.
         ratios: (train, valid, test) fractions for ``random`` and ``temporal``; they must sum to 1.
         valid_from_train: For ``fixed`` sources without a validation part, the per-user fraction of train
             moved to validation (0 keeps train whole and leaves validation empty).
+        cold_fraction: For ``cold-users``, the fraction of all users held out of training (half of them
+            validate, half test); for ``cold-items``, the fraction of items with interactions held out.
+        fold_in: For ``cold-users``, the fraction of each held-out user's interactions revealed as its
+            history (oldest first when the dataset has timestamps); the rest is what it is evaluated on.
         seed: Seed for every random choice.
     """
 
@@ -65,6 +71,20 @@ class SplitConfig(BaseModel):
     method: SplitMethod = "random"
     ratios: tuple[float, float, float] = (0.8, 0.1, 0.1)
     valid_from_train: float = Field(default=0.0, ge=0.0, lt=1.0)
+    cold_fraction: float = Field(
+        default=0.1,
+        gt=0.0,
+        lt=1.0,
+        title="Cold fraction",
+        description="cold-users: fraction of users held out of training; cold-items: fraction of items.",
+    )
+    fold_in: float = Field(
+        default=0.5,
+        gt=0.0,
+        lt=1.0,
+        title="Fold-in fraction",
+        description="cold-users: share of each new user's interactions revealed as history (oldest first).",
+    )
     seed: int = 2020
 
     @model_validator(mode="after")
