@@ -2,7 +2,8 @@
 
 * ``gnnrec run`` runs the ``train-and-promote`` flow (on a temporary local Prefect server unless
   ``PREFECT_API_URL`` points at one) and prints the leaderboard, the champion and where to look next.
-* ``gnnrec recommend --user ID --k 10`` loads ``models:/NAME@champion`` and prints its recommendations.
+* ``gnnrec recommend --user ID --k 10`` loads ``models:/NAME@champion`` and prints its recommendations;
+  ``--history ID,ID,...`` recommends for a new user from the items it interacted with, without retraining.
 * ``gnnrec serve`` serves the champion over REST (``mlflow models serve``) on 127.0.0.1.
 * ``gnnrec ui`` starts a local Prefect server, the MLflow UI, and serves the two deployments
   (``train-and-promote/manual`` and ``retrain/weekly``), all on 127.0.0.1, until Ctrl-C.
@@ -443,28 +444,56 @@ def retrain(
 
 
 def recommend(
-    user: Annotated[list[str], typer.Option("--user", "-u", help="Raw user id (repeat for several).")],
+    user: Annotated[
+        list[str] | None, typer.Option("--user", "-u", help="Raw user id (repeat for several).")
+    ] = None,
+    history: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--history",
+            help=(
+                "A new user's history: comma-separated raw item ids (repeat for several new users). Scored "
+                "by the model's new-user rule, without retraining."
+            ),
+        ),
+    ] = None,
     k: Annotated[int, typer.Option("--k", "-k", min=1, help="How many items per user.")] = 10,
     mlflow_config: MlflowConfigOption = None,
 ) -> None:
-    """Recommend the top-K unseen items for users, from the champion (models:/NAME@champion)."""
+    """Recommend the top-K unseen items for known users or new users' histories, from the champion."""
     import mlflow
     import pandas as pd
     from mlflow.exceptions import MlflowException
 
+    users, histories = list(user or []), list(history or [])
+    if not users and not histories:
+        raise _fail("Give --user ID (a known user) or --history ID,ID,... (a new user's items).")
+    for given in histories:
+        if not [t for t in given.split(",") if t.strip()]:
+            raise _fail("--history is empty: give at least one raw item id, e.g. --history 50,181,258.")
     settings = _settings(mlflow_config)
     uri = f"models:/{settings.registered_model_name}@{settings.promotion_alias}"
     try:
         model = mlflow.pyfunc.load_model(uri)
     except MlflowException as err:
         raise _fail(f"No champion to recommend with ({uri}): {err.message} Run `gnnrec run` first.") from None
-    ids: list[Any] = [int(u) if u.lstrip("-").isdigit() else u for u in user]
+    ids: list[Any] = [int(u) if u.lstrip("-").isdigit() else u for u in users]
     if any(isinstance(u, str) for u in ids):
         ids = [str(u) for u in ids]
+    # One frame for the known users, one per history (a new user has no id: it is labelled by its position).
+    frames: list[tuple[str | None, pd.DataFrame]] = [(None, pd.DataFrame({"user": ids}))] if ids else []
+    frames += [(f"history {n}", pd.DataFrame({"history": [h]})) for n, h in enumerate(histories, 1)]
+    outs = []
     try:
-        out = model.predict(pd.DataFrame({"user": ids}), params={"k": k})
-    except MlflowException as err:
-        raise _fail(f"The champion rejected the input: {err.message}") from None
+        for label, frame in frames:
+            result = model.predict(frame, params={"k": k})
+            if label is not None:
+                result["user"] = label
+            outs.append(result)
+    except (MlflowException, ValueError) as err:
+        message = err.message if isinstance(err, MlflowException) else str(err)
+        raise _fail(f"The champion rejected the input: {' '.join(message.split())}") from None
+    out = pd.concat(outs, ignore_index=True)
     from rich.console import Console
     from rich.table import Table
 
