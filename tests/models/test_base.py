@@ -3,6 +3,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import numpy as np
 import pytest
 import torch
 
@@ -140,3 +141,22 @@ def test_score_agrees_with_pair_score(name):
     items = torch.tensor([[0, 4], [1, 2], [8, 8]])
     pairs = model.pair_score(user_emb[:3], item_emb[items])
     assert torch.allclose(pairs, full.gather(1, items), atol=1e-6)
+
+
+def test_fold_in_with_a_kept_gram_matches_and_the_servable_keeps_it() -> None:
+    from models.base import History, fold_in, item_gram
+    from models.serving import EmbeddingServable
+
+    gen = torch.Generator().manual_seed(0)
+    item_emb = torch.randn(30, 6, generator=gen)
+    history = History.from_lists([[1, 4, 9], [2], [0, 5, 7, 29]])
+    torch.testing.assert_close(
+        fold_in(item_emb, history, gram=item_gram(item_emb)), fold_in(item_emb, history)
+    )
+    servable = EmbeddingServable(torch.zeros(2, 6), item_emb)
+    first = servable.score_history(history.indptr.numpy(), history.items.numpy())
+    assert servable._gram is not None
+    again = servable.score_history(history.indptr.numpy(), history.items.numpy())
+    expected = (fold_in(item_emb, history) @ item_emb.T).numpy()
+    np.testing.assert_allclose(first, expected, rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(first, again)
