@@ -13,7 +13,9 @@ one CPU thread (``torch.set_num_threads(1)``):
   raw id parsing, scoring, masking the history and the top-K, i.e. what ``gnnrec recommend --history`` and
   the REST endpoint do per user once the model is loaded.
 
-Median and p95 of each, in milliseconds, per model; the issue's target is < 100 ms per user.
+Median and p95 of each, in milliseconds, per model; the issue's target is < 100 ms per user. Wall time is
+what a caller waits; on a shared, loaded machine it includes time the process was not on a core, so the
+process CPU time of ``predict`` (one thread: the work itself) is reported beside it.
 
     PYTHONPATH=. .venv/bin/python benchmarks/cold_start_latency.py --users 200 --json /tmp/cold.json
 """
@@ -78,6 +80,7 @@ def measure(model_name: str, dataset: Dataset, args: argparse.Namespace) -> dict
     users = np.unique(split.history[:, 0])[: args.users]
     score_ms: list[float] = []
     predict_ms: list[float] = []
+    predict_cpu_ms: list[float] = []
     for user in users:
         items = np.sort(split.history[split.history[:, 0] == user, 1])
         indptr = np.array([0, len(items)], dtype=np.int64)
@@ -85,9 +88,10 @@ def measure(model_name: str, dataset: Dataset, args: argparse.Namespace) -> dict
         frame = pd.DataFrame({"history": [raw]})
         t0 = time.perf_counter()
         servable.score_history(indptr, items)
-        t1 = time.perf_counter()
+        t1, c1 = time.perf_counter(), time.process_time()
         out = served.predict(None, frame, params={"k": 10})
-        t2 = time.perf_counter()
+        t2, c2 = time.perf_counter(), time.process_time()
+        predict_cpu_ms.append((c2 - c1) * 1000)
         assert len(out) == 10 and not set(out["item"]) & set(dataset.item_ids[items].tolist())
         score_ms.append((t1 - t0) * 1000)
         predict_ms.append((t2 - t1) * 1000)
@@ -102,6 +106,8 @@ def measure(model_name: str, dataset: Dataset, args: argparse.Namespace) -> dict
         "score_ms_p95": round(percentile(score_ms, 0.95), 3),
         "predict_ms_median": round(statistics.median(predict_ms), 3),
         "predict_ms_p95": round(percentile(predict_ms, 0.95), 3),
+        "predict_cpu_ms_median": round(statistics.median(predict_cpu_ms), 3),
+        "predict_cpu_ms_p95": round(percentile(predict_cpu_ms, 0.95), 3),
         "train_seconds": round(train_seconds, 1),
     }
 
@@ -125,14 +131,16 @@ def main() -> None:
         f"interactions; torch {torch.__version__}, 1 thread, {platform.processor() or platform.machine()}"
     )
     print(
-        "| model | servable | users | median history | score median / p95 (ms) | predict median / p95 (ms) |"
+        "| model | servable | users | median history | score median / p95 ms | predict median / p95 ms "
+        "| predict CPU median / p95 ms |"
     )
-    print("|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|")
     for r in rows:
         print(
             f"| {r['model']} | {r['servable']} | {r['users']} | {r['history_median']} | "
             f"{r['score_ms_median']} / {r['score_ms_p95']} | "
-            f"{r['predict_ms_median']} / {r['predict_ms_p95']} |"
+            f"{r['predict_ms_median']} / {r['predict_ms_p95']} | "
+            f"{r['predict_cpu_ms_median']} / {r['predict_cpu_ms_p95']} |"
         )
     if args.json is not None:
         args.json.write_text(json.dumps(rows, indent=2))

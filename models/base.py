@@ -545,13 +545,46 @@ def fold_in(
     batch = len(history)
     counts = (history.indptr[1:] - history.indptr[:-1]).to(torch.float64)
     vh = v[items]  # [nnz, d]
-    outer = torch.zeros(batch, dim, dim, dtype=torch.float64, device=v.device)
-    outer.index_add_(0, rows, vh.unsqueeze(2) * vh.unsqueeze(1))
+    outer = _history_grams(vh, history)
     rhs = torch.zeros(batch, dim, dtype=torch.float64, device=v.device).index_add_(0, rows, vh)
     eye = torch.eye(dim, dtype=torch.float64, device=v.device)
     lhs = (counts / num_items).view(-1, 1, 1) * gram + outer + lam * eye
     users = torch.linalg.solve(lhs, rhs.unsqueeze(2)).squeeze(2)
     return users.to(item_emb.dtype)
+
+
+_GRAM_BUDGET = 1 << 22
+"""Elements of the zero-padded ``[users, longest history, d]`` block :func:`_history_grams` fills at once."""
+
+
+def _history_grams(vh: Tensor, history: History) -> Tensor:
+    """``V_H^T V_H`` of every user, one batched matmul per block of users.
+
+    The histories' item rows are zero-padded to the longest one, ``[b, L, d]``, and multiplied by their own
+    transpose; blocks of ``b`` users keep the padded block under :data:`_GRAM_BUDGET` elements. This holds
+    ``L d`` numbers per user where a sum of outer products would hold ``d^2`` per history item (gigabytes
+    for a thousand users of wide embeddings).
+
+    Shapes:
+        vh ``[nnz, d]`` (the rows of ``history.items``), ``len(history) = B`` -> ``[B, d, d]``.
+    """
+    batch, dim = len(history), vh.shape[1]
+    out = torch.zeros(batch, dim, dim, dtype=vh.dtype, device=vh.device)
+    lengths = history.indptr[1:] - history.indptr[:-1]
+    if batch == 0 or vh.shape[0] == 0:
+        return out
+    longest = int(lengths.max())
+    step = max(1, _GRAM_BUDGET // (longest * dim))
+    rows = history.rows
+    position = torch.arange(vh.shape[0], device=vh.device) - history.indptr[:-1][rows]
+    indptr = history.indptr.tolist()
+    for start in range(0, batch, step):
+        end = min(batch, start + step)
+        a, b = indptr[start], indptr[end]
+        padded = torch.zeros(end - start, longest, dim, dtype=vh.dtype, device=vh.device)
+        padded[rows[a:b] - start, position[a:b]] = vh[a:b]
+        out[start:end] = padded.transpose(1, 2) @ padded
+    return out
 
 
 def item_gram(item_emb: Tensor) -> Tensor:

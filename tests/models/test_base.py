@@ -160,3 +160,22 @@ def test_fold_in_with_a_kept_gram_matches_and_the_servable_keeps_it() -> None:
     expected = (fold_in(item_emb, history) @ item_emb.T).numpy()
     np.testing.assert_allclose(first, expected, rtol=1e-5, atol=1e-6)
     np.testing.assert_array_equal(first, again)
+
+
+@pytest.mark.parametrize("budget", [1 << 22, 8])  # one block, or one user per block
+def test_fold_in_solves_the_stated_objective_user_by_user(budget: int, monkeypatch) -> None:
+    import models.base as base
+    from models.base import History, fold_in
+
+    monkeypatch.setattr(base, "_GRAM_BUDGET", budget)
+    gen = torch.Generator().manual_seed(1)
+    item_emb = torch.randn(25, 5, generator=gen, dtype=torch.float64)
+    lists = [[0, 3, 3, 8], [], [24], list(range(0, 25, 2))]
+    got = fold_in(item_emb, History.from_lists(lists), ridge=0.5)
+    gram = item_emb.T @ item_emb
+    lam = 0.5 * float(torch.diagonal(gram).sum()) / 5
+    for b, items in enumerate(lists):
+        vh = item_emb[sorted(set(items))]
+        lhs = len(vh) / 25 * gram + vh.T @ vh + lam * torch.eye(5, dtype=torch.float64)
+        expected = torch.linalg.solve(lhs, vh.sum(0)) if len(vh) else torch.zeros(5, dtype=torch.float64)
+        torch.testing.assert_close(got[b], expected)
