@@ -88,6 +88,7 @@ def _print_outcome(outcome: Any, settings: MlflowSettings) -> None:
         "train s",
         "trials",
         "version",
+        "status",
     ]
     columns = [c for c in wanted if rows and c in rows[0]]
     for column in columns:
@@ -95,6 +96,9 @@ def _print_outcome(outcome: Any, settings: MlflowSettings) -> None:
     for row in rows:
         table.add_row(*(f"{row[c]:.4f}" if isinstance(row[c], float) else str(row[c]) for c in columns))
     console.print(table)
+    for row in rows:
+        if row.get("status") == "failed":
+            console.print(f"[red]{row['model']} failed:[/] {row.get('reason', '')}", highlight=False)
     decision = outcome.decision
     verb = "promoted" if decision.promoted else "kept"
     console.print(
@@ -296,6 +300,9 @@ def _run_and_report(
 
         set_threads(threads)
         params = params.model_copy(update={"threads": threads})  # recorded on the MLflow parent run
+    from flows.prefect_server import start_temporary_server
+
+    start_temporary_server()  # a temporary Prefect server that dies with this command, even on SIGKILL
     outcome = flow_fn(params)
     seconds = time.perf_counter() - started
     if as_json:
@@ -461,9 +468,10 @@ def recommend(
     mlflow_config: MlflowConfigOption = None,
 ) -> None:
     """Recommend the top-K unseen items for known users or new users' histories, from the champion."""
-    import mlflow
     import pandas as pd
     from mlflow.exceptions import MlflowException
+
+    from tasks.register import check_champion
 
     users, histories = list(user or []), list(history or [])
     if not users and not histories:
@@ -473,10 +481,10 @@ def recommend(
             raise _fail("--history is empty: give at least one raw item id, e.g. --history 50,181,258.")
     settings = _settings(mlflow_config)
     uri = f"models:/{settings.registered_model_name}@{settings.promotion_alias}"
-    try:
-        model = mlflow.pyfunc.load_model(uri)
-    except MlflowException as err:
-        raise _fail(f"No champion to recommend with ({uri}): {err.message} Run `gnnrec run` first.") from None
+    champion = check_champion(settings)  # a missing or broken champion is reported with its fix
+    if not champion.ok:
+        raise _fail(champion.message())
+    model = champion.model
     ids: list[Any] = [int(u) if u.lstrip("-").isdigit() else u for u in users]
     if any(isinstance(u, str) for u in ids):
         ids = [str(u) for u in ids]
@@ -513,7 +521,12 @@ def serve(
     mlflow_config: MlflowConfigOption = None,
 ) -> None:
     """Serve the champion over REST (POST /invocations) with `mlflow models serve`."""
+    from tasks.register import check_champion
+
     settings = _settings(mlflow_config)
+    champion = check_champion(settings)  # before starting a server that could only fail on every request
+    if not champion.ok:
+        raise _fail(champion.message())
     command = serve_command(settings, host=host, port=port)
     typer.echo(
         f"Serving models:/{settings.registered_model_name}@{settings.promotion_alias} on http://{host}:{port}"

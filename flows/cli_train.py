@@ -164,6 +164,7 @@ def train(
     with the popularity floor beside them, epochs run, seconds per epoch, evaluation seconds and peak memory.
     """
     from models import UnknownModelError, get_model
+    from tasks.compat import ModelDataMismatchError, check_requirements
     from tasks.evaluate import evaluate, popularity_metrics, unsupported_split
     from tasks.prepare import prepare_data
     from tasks.train import TrainConfig, resolve_device
@@ -215,10 +216,14 @@ def train(
         with console.status(f"Loading, checking, splitting {dataset} and building graphs..."):
             prepared = prepare_data(config, splitting)
         graphs, parts = prepared.graphs, prepared.split
+        try:
+            check_requirements([model], graphs, prepared.dataset.name)
+        except ModelDataMismatchError as exc:
+            fail(str(exc), EXIT_BAD_INPUT)
 
         trained = train_model(graphs, parts, train_config, checkpoint_path=checkpoint, resume=resume)
 
-        eval_device = next(trained.model.parameters()).device
+        eval_device = trained.device
         valid = evaluate(trained.model, parts, "valid", train_config.ks) if len(parts.valid) else None
         test = evaluate(trained.model, parts, "test", train_config.ks)
         pop_valid = popularity_metrics(parts, "valid", train_config.ks) if len(parts.valid) else None

@@ -11,14 +11,20 @@ from __future__ import annotations
 
 from prefect import flow
 
-from flows.train_and_promote import DataContractError, PipelineOutcome, contract_failed, run_pipeline
+from flows.train_and_promote import (
+    DataContractError,
+    PipelineOutcome,
+    contract_failed,
+    model_task_runner,
+    run_pipeline,
+)
 from tasks.pipeline_config import PipelineParams
 
 #: Defaults of a scheduled retrain: warm start, one trial per model (none when the study already has one).
 RETRAIN_DEFAULTS = PipelineParams(n_trials=1, extra_trials=0, warm_start=True)
 
 
-@flow(name="retrain", log_prints=True)
+@flow(name="retrain", log_prints=True, task_runner=model_task_runner())
 def retrain(params: PipelineParams = RETRAIN_DEFAULTS) -> PipelineOutcome:
     """Reload, validate, warm-start from the best known hyperparameters, retrain, evaluate and promote.
 

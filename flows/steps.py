@@ -6,9 +6,12 @@ Named ``steps`` rather than ``tasks``: Prefect loads a file entrypoint (``flows/
 * Stable lowercase-dash task names, so the Prefect UI keeps each step's history.
 * Retries only on the steps that talk to the tracking server (MLflow).
 * The data steps are cached by the fingerprint of their inputs (raw tables' content hash, dataset
-  fingerprint, split fingerprint) plus the task's source, so a rerun after a failure resumes from the last
-  finished step instead of recomputing; so is the final training of each model (same data, same
-  configuration, same result). Loading and validating are never cached: the files may have changed.
+  fingerprint, split fingerprint), the task's source and the **code version** of what they run
+  (:func:`tasks.code_version.code_version`: package version plus a hash of the source of ``tasks/`` and
+  ``data_checks/``, and ``models/`` for training), so a rerun after a failure resumes from the last finished
+  step instead of recomputing, while an edit to the code computes afresh; so is the final training of each
+  model (same data, same configuration, same code, same result). Cached results expire after
+  :data:`CACHE_EXPIRATION`. Loading and validating are never cached: the files may have changed.
 * The data steps call the very functions of :func:`tasks.prepare.prepare_data` (``load_raw``,
   ``validate_raw``, ``index_raw``, ``split_dataset``, ``validate_parts``, ``build_graphs``), one task each,
   so the CLI and the flows read, check and split data identically.
@@ -17,18 +20,27 @@ Named ``steps`` rather than ``tasks``: Prefect loads a file entrypoint (``flows/
 from __future__ import annotations
 
 import hashlib
-from typing import TYPE_CHECKING, Any, Literal
+import os
+import re
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 import pandas as pd
-from prefect import task
+from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE, TASK_SOURCE, CacheKeyFnPolicy
 
+from tasks.code_version import code_version
 from tasks.config import DataConfig, SplitConfig
 from tasks.prepare import DataContractError
 
 __all__ = ["DataContractError"]  # re-exported: the flows raise the one error every command understands
 
 if TYPE_CHECKING:
+    from uuid import UUID
+
     from prefect.context import TaskRunContext
 
     from data_checks import ValidationReport
@@ -39,7 +51,7 @@ if TYPE_CHECKING:
     from tasks.register import Lineage, MlflowSettings, PromotionDecision, RegisteredVersion
     from tasks.split import Split
     from tasks.train import TrainConfig, TrainedModel
-    from tasks.tune import TuneResult
+    from tasks.tune import TuneProgress, TuneResult
 
 
 def raw_fingerprint(raw: RawTables) -> str:
@@ -51,26 +63,37 @@ def raw_fingerprint(raw: RawTables) -> str:
     return h.hexdigest()[:16]
 
 
+#: How long a cached step result is reused (a later run recomputes it, and caches the new result).
+CACHE_EXPIRATION = timedelta(days=7)
+
+#: The packages whose source decides what the data steps compute; training runs the models too.
+DATA_PACKAGES = ("tasks", "data_checks")
+TRAIN_PACKAGES = ("models", "tasks", "data_checks")
+
+
 def _dataset_key(context: TaskRunContext, parameters: dict[str, Any]) -> str:
     config: DataConfig = parameters["config"]
     merge = config.aggregate_duplicates or parameters["allow_duplicates"]
     options = f"{config.min_rating}|{config.k_core}|{merge}"
-    return f"dataset-{raw_fingerprint(parameters['raw'])}-{options}"
+    return f"dataset-{raw_fingerprint(parameters['raw'])}-{options}-{code_version(DATA_PACKAGES)}"
 
 
 def _split_key(context: TaskRunContext, parameters: dict[str, Any]) -> str:
     config: SplitConfig = parameters["config"]
-    return f"split-{parameters['dataset'].fingerprint}-{config.model_dump_json()}"
+    digest = hashlib.sha256(config.model_dump_json().encode()).hexdigest()[:16]
+    return f"split-{parameters['dataset'].fingerprint}-{digest}-{code_version(DATA_PACKAGES)}"
 
 
 def _graphs_key(context: TaskRunContext, parameters: dict[str, Any]) -> str:
-    return f"graphs-{parameters['dataset'].fingerprint}-{parameters['split'].fingerprint}"
+    fingerprints = f"{parameters['dataset'].fingerprint}-{parameters['split'].fingerprint}"
+    return f"graphs-{fingerprints}-{code_version(DATA_PACKAGES)}"
 
 
 def _train_key(context: TaskRunContext, parameters: dict[str, Any]) -> str:
     config: TrainConfig = parameters["config"]
     digest = hashlib.sha256(config.model_dump_json().encode()).hexdigest()[:16]
-    return f"train-{parameters['dataset_fingerprint']}-{parameters['split'].fingerprint}-{digest}"
+    data = f"{parameters['dataset_fingerprint']}-{parameters['split'].fingerprint}"
+    return f"train-{data}-{digest}-{code_version(TRAIN_PACKAGES)}"
 
 
 def _fingerprint_policy(fn: Any) -> Any:
@@ -95,7 +118,11 @@ def validate_data(
     return validate_raw(raw, config, allow_duplicates=allow_duplicates, min_interactions=min_interactions)
 
 
-@task(name="build-dataset", cache_policy=_fingerprint_policy(_dataset_key))
+@task(
+    name="build-dataset",
+    cache_policy=_fingerprint_policy(_dataset_key),
+    cache_expiration=CACHE_EXPIRATION,
+)
 def build_dataset(raw: RawTables, config: DataConfig, allow_duplicates: bool) -> Dataset:
     """Index the validated tables into a :class:`Dataset` (cached by the raw tables' content)."""
     from tasks.prepare import index_raw
@@ -103,7 +130,7 @@ def build_dataset(raw: RawTables, config: DataConfig, allow_duplicates: bool) ->
     return index_raw(raw, config, allow_duplicates=allow_duplicates)
 
 
-@task(name="split-data", cache_policy=_fingerprint_policy(_split_key))
+@task(name="split-data", cache_policy=_fingerprint_policy(_split_key), cache_expiration=CACHE_EXPIRATION)
 def split_data(dataset: Dataset, config: SplitConfig) -> Split:
     """Split the interactions (cached by dataset fingerprint and split settings)."""
     from tasks.split import split_dataset
@@ -119,7 +146,7 @@ def validate_split(split: Split, name: str) -> ValidationReport:
     return validate_parts(split, name=name)
 
 
-@task(name="build-graphs", cache_policy=_fingerprint_policy(_graphs_key))
+@task(name="build-graphs", cache_policy=_fingerprint_policy(_graphs_key), cache_expiration=CACHE_EXPIRATION)
 def build_graphs(dataset: Dataset, split: Split) -> Graphs:
     """Build the training graphs (cached by dataset and split fingerprints)."""
     from tasks.graphs import build_graphs as build
@@ -143,31 +170,126 @@ def tune_model(
     callbacks: list[Any],
     train_space: dict[str, list[Any]] | None = None,
 ) -> TuneResult:
-    """Run the model's Optuna study (it resumes from its storage, so no Prefect cache)."""
+    """Run the model's Optuna study (it resumes from its storage, so no Prefect cache).
+
+    Every evaluation and every trial logs one line to the flow run's log; a progress artifact
+    ``tune-<model>`` follows the trials done; on a terminal a progress bar shows them too.
+    """
     from tasks.tune import tune
 
-    return tune(
-        graphs,
-        split,
-        base_config,
-        study=study,
-        storage=storage,
-        n_trials=n_trials,
-        extra_trials=extra_trials,
-        timeout_s=timeout_s,
-        seed=seed,
-        warm_start=warm_start,
-        callbacks=callbacks,
-        train_space=train_space,
+    with _tune_progress(base_config.model) as progress:
+        return tune(
+            graphs,
+            split,
+            base_config,
+            study=study,
+            storage=storage,
+            n_trials=n_trials,
+            extra_trials=extra_trials,
+            timeout_s=timeout_s,
+            seed=seed,
+            warm_start=warm_start,
+            callbacks=callbacks,
+            train_space=train_space,
+            progress=progress,
+        )
+
+
+def _artifact_key(prefix: str, name: str) -> str:
+    """A Prefect artifact key (lowercase letters, digits and dashes) for ``prefix-name``."""
+    return "-".join(filter(None, re.split(r"[^a-z0-9]+", f"{prefix}-{name}".lower())))
+
+
+def _show_bars() -> bool:
+    """Progress bars only on a terminal, never under CI."""
+    return sys.stderr.isatty() and sys.stdout.isatty() and not os.environ.get("CI")
+
+
+@contextmanager
+def _tune_progress(model: str) -> Iterator[Callable[[TuneProgress], None]]:
+    """The ``progress`` callback of a tuning task: a log line per event, a progress artifact, a bar."""
+    from prefect.artifacts import create_progress_artifact, update_progress_artifact
+
+    logger = get_run_logger()
+    artifact = cast(
+        "UUID",
+        create_progress_artifact(
+            progress=0.0,
+            key=_artifact_key("tune", model),
+            description=f"Tuning {model}: trials done / budget",
+        ),
     )
+    bar = _TerminalBar(model) if _show_bars() else None
+
+    def progress(event: TuneProgress) -> None:
+        logger.info(event.line())
+        if event.event == "trial" and event.budget:
+            update_progress_artifact(artifact, progress=100.0 * event.trials_done / event.budget)
+        if bar is not None:
+            bar.update(event)
+
+    try:
+        yield progress
+    finally:
+        update_progress_artifact(artifact, progress=100.0)
+        if bar is not None:
+            bar.close()
 
 
-@task(name="train-model", task_run_name="train-{config.model}", cache_policy=_fingerprint_policy(_train_key))
+class _TerminalBar:
+    """One rich bar per model on stderr: trials done / budget, the current epoch, the best value so far."""
+
+    def __init__(self, model: str) -> None:
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self._progress = Progress(
+            TextColumn(f"[bold]{model}[/bold] trials"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TextColumn("{task.fields[status]}"),
+            console=Console(stderr=True),
+        )
+        self._task = self._progress.add_task(model, total=None, status="")
+        self._progress.start()
+
+    def update(self, event: TuneProgress) -> None:
+        best = "-" if event.best is None else f"{event.best:.4f}"
+        status = f"trial {event.trial} epoch {event.epoch or 0}, best {event.metric} {best}"
+        self._progress.update(self._task, total=event.budget, completed=event.trials_done, status=status)
+
+    def close(self) -> None:
+        self._progress.stop()
+
+
+@task(
+    name="train-model",
+    task_run_name="train-{config.model}",
+    cache_policy=_fingerprint_policy(_train_key),
+    cache_expiration=CACHE_EXPIRATION,
+)
 def train_model(graphs: Graphs, split: Split, config: TrainConfig, dataset_fingerprint: str) -> TrainedModel:
-    """Train the final model with the tuned hyperparameters (cached by data and configuration)."""
+    """Train the final model with the tuned hyperparameters (cached by data, configuration and code).
+
+    Every validation logs one line to the flow run's log.
+    """
     from tasks.train import train
 
-    return train(graphs, split, config)
+    logger = get_run_logger()
+
+    def on_epoch(epoch: int, record: dict[str, float]) -> None:
+        logger.info(
+            "%s final training epoch %d/%d: loss %.4f, %s %.4f",
+            config.model,
+            epoch,
+            config.epochs,
+            record.get("loss", float("nan")),
+            config.metric,
+            record.get(config.metric, float("nan")),
+        )
+
+    return train(graphs, split, config, on_epoch=on_epoch)
 
 
 @task(name="evaluate-model", task_run_name="evaluate-{part}", cache_policy=NO_CACHE)
@@ -177,17 +299,46 @@ def evaluate_model(
     """Full-ranking metrics of a trained model on one part of the split."""
     from tasks.evaluate import evaluate
 
-    return evaluate(trained.model, split, part, ks)
+    metrics = evaluate(trained.model, split, part, ks)
+    shown = ", ".join(f"{k} {v:.4f}" for k, v in sorted(metrics.values.items()))
+    get_run_logger().info("%s on %s: %s (%.2f s)", trained.config.model, part, shown, metrics.seconds)
+    return metrics
+
+
+@task(name="reconcile-stale-records", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=3)
+def reconcile_stale(settings: MlflowSettings) -> dict[str, int]:
+    """Close the MLflow runs and Optuna trials left RUNNING by a process that is gone (a kill, a crash)."""
+    from tasks.reconcile import reconcile_mlflow, reconcile_optuna
+
+    runs = reconcile_mlflow(settings.tracking_uri, settings.experiment_name)
+    trials = reconcile_optuna(settings.study_storage)
+    if runs or trials:
+        get_run_logger().warning(
+            "Closed %d MLflow run(s) (KILLED) and %d Optuna trial(s) (FAIL) left RUNNING by a process that "
+            "ended without closing them: runs %s; trials %s",
+            len(runs),
+            len(trials),
+            runs,
+            trials,
+        )
+    return {"runs": len(runs), "trials": len(trials)}
 
 
 @task(name="start-mlflow-run", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=3)
 def start_pipeline_run(
-    settings: MlflowSettings, run_name: str, lineage: Lineage, params: dict[str, Any]
+    settings: MlflowSettings,
+    run_name: str,
+    lineage: Lineage,
+    params: dict[str, Any],
+    links: dict[str, str] | None = None,
 ) -> str:
-    """Open the pipeline's parent MLflow run."""
+    """Open the pipeline's parent MLflow run, tagged with its owner process and its Prefect flow run."""
     from tasks import register
+    from tasks.reconcile import claim_run
 
-    return register.start_pipeline_run(settings, run_name=run_name, lineage=lineage, params=params)
+    run_id = register.start_pipeline_run(settings, run_name=run_name, lineage=lineage, params=params)
+    claim_run(settings.tracking_uri, run_id, extra_tags=links)
+    return run_id
 
 
 @task(
@@ -198,10 +349,27 @@ def start_pipeline_run(
     retry_delay_seconds=3,
 )
 def start_model_run(settings: MlflowSettings, parent_run_id: str, family: str, lineage: Lineage) -> str:
-    """Open a model family's child run."""
+    """Open a model family's child run, tagged with its owner process."""
     from tasks import register
+    from tasks.reconcile import claim_run
 
-    return register.start_model_run(settings, parent_run_id=parent_run_id, family=family, lineage=lineage)
+    run_id = register.start_model_run(settings, parent_run_id=parent_run_id, family=family, lineage=lineage)
+    claim_run(settings.tracking_uri, run_id)
+    return run_id
+
+
+@task(
+    name="fail-model-run",
+    task_run_name="fail-model-run-{family}",
+    cache_policy=NO_CACHE,
+    retries=2,
+    retry_delay_seconds=3,
+)
+def fail_model_run(settings: MlflowSettings, run_id: str, family: str, reason: str) -> None:
+    """Close a model's child run FAILED, with the reason as the tag ``gnnrec.failure``."""
+    from tasks.reconcile import close_failed_run
+
+    close_failed_run(settings.tracking_uri, run_id, reason)
 
 
 @task(
@@ -265,12 +433,54 @@ def log_leaderboard(
     register.log_leaderboard(settings, parent_run_id=parent_run_id, rows=rows, metric=metric)
 
 
+#: Prefect global concurrency limit (one slot) held while a flow run promotes: the manual and the weekly
+#: deployment may finish together, and each decision must read the champion the other one left.
+PROMOTION_LIMIT = "gnnrec-promotion"
+
+
+def ensure_promotion_limit() -> None:
+    """Create the one-slot :data:`PROMOTION_LIMIT` on the Prefect server when missing (or re-arm it).
+
+    Prefect does not limit anything on a name it does not know, so the limit must exist before the gate
+    takes it. Two flows creating it at once are fine: the second gets "already exists".
+    """
+    from prefect import get_client
+    from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate, GlobalConcurrencyLimitUpdate
+    from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
+
+    with get_client(sync_client=True) as client:
+        try:
+            limit = client.read_global_concurrency_limit_by_name(PROMOTION_LIMIT)
+        except ObjectNotFound:
+            try:
+                client.create_global_concurrency_limit(
+                    GlobalConcurrencyLimitCreate(name=PROMOTION_LIMIT, limit=1, active=True)
+                )
+            except ObjectAlreadyExists:
+                pass
+            return
+        if limit.limit != 1 or not limit.active:
+            client.update_global_concurrency_limit(
+                PROMOTION_LIMIT, GlobalConcurrencyLimitUpdate(limit=1, active=True)
+            )
+
+
 @task(name="promote-champion", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=3)
-def promote(settings: MlflowSettings, candidates: list[RegisteredVersion]) -> PromotionDecision:
-    """Compare the best candidate with the champion and move the alias when it wins."""
+def promote(
+    settings: MlflowSettings, candidates: list[RegisteredVersion], dataset: Dataset, split: Split
+) -> PromotionDecision:
+    """Compare the best candidate with the champion on this run's data and move the alias when it wins.
+
+    One flow run at a time (Prefect's :data:`PROMOTION_LIMIT`), so concurrent runs end with one champion
+    and decisions that each compared against the champion of the moment.
+    """
+    from prefect.concurrency.sync import concurrency
+
     from tasks import register
 
-    return register.promote_if_better(settings, candidates)
+    ensure_promotion_limit()
+    with concurrency(PROMOTION_LIMIT, occupy=1, strict=True):
+        return register.promote_if_better(settings, candidates, dataset=dataset, split=split)
 
 
 @task(name="end-mlflow-run", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=3)

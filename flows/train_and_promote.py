@@ -17,8 +17,10 @@ from typing import TYPE_CHECKING, Any
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.task_runners import ThreadPoolTaskRunner
 
 from flows import steps as t
+from tasks.compat import check_requirements
 from tasks.pipeline_config import PipelineParams
 from tasks.prepare import DataContractError, require_passed
 
@@ -26,7 +28,14 @@ if TYPE_CHECKING:
     from data_checks import ValidationReport
     from tasks.register import MlflowSettings, PromotionDecision, RegisteredVersion
 
-__all__ = ["DataContractError", "PipelineOutcome", "contract_failed", "run_pipeline", "train_and_promote"]
+__all__ = [
+    "DataContractError",
+    "PipelineOutcome",
+    "contract_failed",
+    "model_task_runner",
+    "run_pipeline",
+    "train_and_promote",
+]
 
 
 @dataclass(frozen=True)
@@ -41,6 +50,7 @@ class PipelineOutcome:
         tracking_uri: Where the runs are.
         registered_model: The registered model's name.
         metric: The selection metric.
+        failed: The models that failed, with the reason (their rows on the leaderboard say ``failed``).
     """
 
     leaderboard: list[dict[str, Any]]
@@ -50,6 +60,7 @@ class PipelineOutcome:
     tracking_uri: str = ""
     registered_model: str = ""
     metric: str = ""
+    failed: dict[str, str] = field(default_factory=dict)
 
 
 def _publish_data_report(report: ValidationReport, *parts: Any) -> None:
@@ -83,23 +94,20 @@ def run_pipeline(params: PipelineParams, *, flow_name: str) -> PipelineOutcome:
     Raises:
         DataContractError: When the data or its split fails the contract (before any training or MLflow
             write); the ``data-report`` artifact holds the summary.
+        RuntimeError: When every model failed (the leaderboard says why for each).
     """
     from prefect.runtime import flow_run
 
-    from tasks.pipeline_config import final_train_config
-    from tasks.register import Lineage, load_mlflow_settings, split_key, trial_logger
-    from tasks.report import leaderboard_row, rank_leaderboard, run_facts
+    from tasks.reconcile import OpenRecords, closing_on_signals
+    from tasks.register import Lineage, load_mlflow_settings
     from tasks.train import set_threads
-    from tasks.tune import study_name
 
-    logger = get_run_logger()
     # Before any task: torch's worker threads read the thread count once, at their first parallel op.
     torch_threads = set_threads(params.threads)
     settings: MlflowSettings = load_mlflow_settings(params.mlflow_config)
     if params.study_storage:
         settings = settings.model_copy(update={"study_storage": params.study_storage})
     metric = params.metric or settings.selection_metric
-    ks = params.ks_with(metric)
 
     # Data: load -> contract -> index -> split -> split contract -> graphs (as tasks.prepare.prepare_data).
     raw = t.load_data(params.data)
@@ -113,55 +121,157 @@ def run_pipeline(params: PipelineParams, *, flow_name: str) -> PipelineOutcome:
         _publish_data_report(split_report, dataset)
     graphs = t.build_graphs(dataset, split)
     _publish_data_report(report, dataset, split, graphs)
+    check_requirements(params.models, graphs, dataset.name)  # before any tuning: refuse, naming each model
 
-    lineage = Lineage.of(dataset, split)
-    run_name = f"{flow_name}-{flow_run.get_name() or 'local'}"
-    parent = t.start_pipeline_run(
-        settings,
-        run_name,
-        lineage,
-        {"flow": flow_name, **params.model_dump(mode="json"), "torch_threads": torch_threads},
-    )
-    status = "FAILED"
+    # Records a killed earlier run left RUNNING are closed first; this run's are closed on any exit.
+    t.reconcile_stale(settings)
+    records = OpenRecords()
+    records.add_storage(settings.study_storage)
+    with closing_on_signals(records):
+        parent = t.start_pipeline_run(
+            settings,
+            f"{flow_name}-{flow_run.get_name() or 'local'}",
+            Lineage.of(dataset, split),
+            {"flow": flow_name, **params.model_dump(mode="json"), "torch_threads": torch_threads},
+            _prefect_links(),
+        )
+        records.add_run(settings.tracking_uri, parent)
+        try:
+            outcome = _models(params, settings, metric, dataset, split, graphs, parent, records)
+        except BaseException:
+            records.close_all("FAILED")  # the children still open, then the parent
+            raise
+        t.end_run(settings, parent, "FINISHED")
+        records.closed_run(parent)
+    return outcome
+
+
+def _prefect_links() -> dict[str, str]:
+    """Tags that link an MLflow run to this Prefect flow run (its id, and its UI page when known)."""
+    from prefect.runtime import flow_run
+    from prefect.settings import PREFECT_API_URL
+    from prefect.utilities.urls import url_for
+
+    run_id = flow_run.get_id()
+    if not run_id:
+        return {}
+    links = {"prefect.flow_run_id": str(run_id), "prefect.flow_run_name": str(flow_run.get_name())}
+    # PREFECT_UI_URL when set; else the UI beside the API (a temporary server has none: the id stays).
+    api = (PREFECT_API_URL.value() or "").removesuffix("/api")
+    url = url_for("flow-run", obj_id=run_id, default_base_url=api or None)
+    if url:
+        links["prefect.flow_run_url"] = url
+    return links
+
+
+def _failure(state: Any) -> str:
+    """One line saying why a task run failed: its exception's type and message, else the state's message."""
     try:
-        versions: list[RegisteredVersion] = []
-        rows: list[dict[str, Any]] = []
-        for family in params.models:
-            # Per model: tune on validation -> retrain the best trial -> evaluate on test -> register.
-            base = params.train_config(family, metric)
-            study = study_name(dataset.fingerprint, split_key(split), family)
-            child = t.start_model_run(settings, parent, family, lineage)
-            warm = t.warm_start_params(settings, family, study) if params.warm_start else None
-            tuned = t.tune_model(
+        error = state.result(raise_on_failure=False)
+    except Exception as err:  # noqa: BLE001 (the result itself may be unreadable: say that)
+        error = err
+    if isinstance(error, BaseException):
+        return f"{type(error).__name__}: {error}"
+    return str(state.message or state.name)
+
+
+def _models(
+    params: PipelineParams,
+    settings: MlflowSettings,
+    metric: str,
+    dataset: Any,
+    split: Any,
+    graphs: Any,
+    parent: str,
+    records: Any,
+) -> PipelineOutcome:
+    """Per model: tune -> train the best -> test -> register, each model a branch that may fail alone.
+
+    Each stage is submitted for every model still standing and collected as states, so one model's failure
+    (bad hyperparameters, a NaN loss, a device that is not there) closes its MLflow run FAILED and puts a
+    ``failed`` row with the reason on the leaderboard, while the others are registered and compared.
+    """
+    from tasks.pipeline_config import final_train_config
+    from tasks.register import Lineage, split_key, trial_logger
+    from tasks.report import failed_leaderboard_row, leaderboard_row, rank_leaderboard, run_facts, table_rows
+    from tasks.tune import study_name
+
+    logger = get_run_logger()
+    ks = params.ks_with(metric)
+    lineage = Lineage.of(dataset, split)
+    families = list(params.models)
+    failed: dict[str, str] = {}
+
+    def collect(futures: dict[str, Any]) -> dict[str, Any]:
+        done: dict[str, Any] = {}
+        for family, future in futures.items():
+            future.wait()
+            state = future.state
+            if state.is_completed():
+                done[family] = state.result()
+            else:
+                failed[family] = _failure(state)
+                logger.error("%s failed; the other models go on. %s", family, failed[family])
+        return done
+
+    base = {f: params.train_config(f, metric) for f in families}
+    studies = {f: study_name(dataset.fingerprint, split_key(split), f) for f in families}
+    children: dict[str, str] = {}
+    for family in families:
+        children[family] = t.start_model_run(settings, parent, family, lineage)
+        records.add_run(settings.tracking_uri, children[family])
+    warm = {f: t.warm_start_params(settings, f, studies[f]) if params.warm_start else None for f in families}
+    tuned = collect(
+        {
+            f: t.tune_model.submit(
                 graphs,
                 split,
-                base,
-                study=study,
+                base[f],
+                study=studies[f],
                 storage=settings.study_storage,
                 n_trials=params.n_trials,
                 extra_trials=params.extra_trials,
                 timeout_s=params.timeout_s,
                 seed=params.seed,
-                warm_start=warm,
+                warm_start=warm[f],
                 train_space=params.train_space,
-                callbacks=[trial_logger(settings, model_run_id=child, family=family, lineage=lineage)],
+                callbacks=[trial_logger(settings, model_run_id=children[f], family=f, lineage=lineage)],
             )
-            trained = t.train_model(graphs, split, final_train_config(base, tuned, warm), dataset.fingerprint)
-            test_metrics = t.evaluate_model(trained, split, "test", ks)
-            version = t.register_model(
+            for f in families
+        }
+    )
+    trained = collect(
+        {
+            f: t.train_model.submit(
+                graphs, split, final_train_config(base[f], tuned[f], warm[f]), dataset.fingerprint
+            )
+            for f in tuned
+        }
+    )
+    tested = collect({f: t.evaluate_model.submit(trained[f], split, "test", ks) for f in trained})
+    versions = collect(
+        {
+            f: t.register_model.submit(
                 settings,
-                child,
-                trained,
-                test_metrics,
+                children[f],
+                trained[f],
+                tested[f],
                 dataset,
                 split,
                 lineage,
-                run_facts(tuned, trained),
+                run_facts(tuned[f], trained[f]),
                 metric,
-                family,
+                f,
             )
-            versions.append(version)
-            rows.append(leaderboard_row(family, version, test_metrics, trained, tuned))
+            for f in tested
+        }
+    )
+    rows: list[dict[str, Any]] = []
+    for family in families:
+        if family in versions:
+            version = versions[family]
+            records.closed_run(children[family])  # registering closed it FINISHED
+            rows.append(leaderboard_row(family, version, tested[family], trained[family], tuned[family]))
             logger.info(
                 "%s: valid %s %.4f, test %.4f (v%s)",
                 family,
@@ -170,32 +280,77 @@ def run_pipeline(params: PipelineParams, *, flow_name: str) -> PipelineOutcome:
                 version.test_value,
                 version.version,
             )
-        # Compare all -> promote the winner through the gate.
-        rows = rank_leaderboard(rows, metric)
-        create_table_artifact(
-            table=rows, key="leaderboard", description=f"Models by validation {metric} (test reported)"
+        else:
+            t.fail_model_run(settings, children[family], family, failed[family])
+            records.closed_run(children[family])
+            rows.append(failed_leaderboard_row(family, metric, failed[family], children[family]))
+
+    # Compare all -> promote the winner through the gate.
+    rows = rank_leaderboard(rows, metric)
+    create_table_artifact(
+        table=table_rows(rows),
+        key="leaderboard",
+        description=f"Models by validation {metric} (test reported)",
+    )
+    _publish_mlflow_links(settings, parent, rows)
+    t.log_leaderboard(settings, parent, rows, metric)
+    registered = [versions[f] for f in families if f in versions]
+    if not registered:
+        raise RuntimeError(
+            "Every model failed, nothing was registered: "
+            + "; ".join(f"{family}: {reason}" for family, reason in failed.items())
         )
-        t.log_leaderboard(settings, parent, rows, metric)
-        decision = t.promote(settings, versions)
-        create_markdown_artifact(
-            markdown=decision.to_markdown(), key="promotion-decision", description="Champion promotion"
-        )
-        logger.info("Promotion: %s", decision.reason)
-        status = "FINISHED"
-    finally:
-        t.end_run(settings, parent, status)
+    decision = t.promote(settings, registered, dataset, split)
+    create_markdown_artifact(
+        markdown=decision.to_markdown(), key="promotion-decision", description="Champion promotion"
+    )
+    logger.info("Promotion: %s", decision.reason)
+    if failed:
+        logger.warning("%d of %d models failed: %s", len(failed), len(families), ", ".join(failed))
     return PipelineOutcome(
         leaderboard=rows,
         decision=decision,
-        versions=versions,
+        versions=registered,
         parent_run_id=parent,
         tracking_uri=settings.tracking_uri,
         registered_model=settings.registered_model_name,
         metric=metric,
+        failed=dict(failed),
     )
 
 
-@flow(name="train-and-promote", log_prints=True)
+def _publish_mlflow_links(settings: MlflowSettings, parent: str, rows: list[dict[str, Any]]) -> None:
+    """The ``mlflow-runs`` artifact: this flow run's MLflow runs and registered versions, as links."""
+    import os
+
+    from tasks.register import configure_mlflow
+    from tasks.report import mlflow_links_markdown
+
+    create_markdown_artifact(
+        markdown=mlflow_links_markdown(
+            tracking_uri=settings.tracking_uri,
+            ui_url=os.environ.get("GNNREC_MLFLOW_UI_URL", "http://127.0.0.1:5000"),
+            experiment_id=configure_mlflow(settings),
+            parent_run_id=parent,
+            rows=rows,
+            registered_model=settings.registered_model_name,
+        ),
+        key="mlflow-runs",
+        description="MLflow runs and registered versions of this flow run",
+    )
+
+
+def model_task_runner() -> Any:
+    """The flows' task runner: the models' branches are submitted, and run one task at a time.
+
+    One worker, because torch's random generator and thread pool are per process: two trainings in threads
+    of one process would draw from the same generator and lose determinism under a seed (and contend for
+    the same cores and SQLite stores). Submitting still makes each model's branch a state of its own.
+    """
+    return ThreadPoolTaskRunner(max_workers=1)
+
+
+@flow(name="train-and-promote", log_prints=True, task_runner=model_task_runner())
 def train_and_promote(params: PipelineParams = PipelineParams()) -> PipelineOutcome:  # noqa: B008
     """Validate the data, tune, train and evaluate every model, register them and promote the best.
 

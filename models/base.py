@@ -522,6 +522,13 @@ def fold_in(
     ``u = ((|H|/I) V^T V + V_H^T V_H + lam I)^-1 V_H^T 1``, one ``d x d`` solve per user, batched. A user
     with an empty history gets the zero vector (all scores 0: callers fall back to popularity).
 
+    On planted data (tests/models/planted.py, training users' own histories, valid NDCG@20) a ridge of 1e-3
+    gave 0.316 for MF and 0.387 for LightGCN, 1.0 gave 0.491 and 0.544, a little above the trained rows
+    themselves (0.463, 0.518); 1 to 30 is a plateau. On real new users (cold-users splits of ML-100K and
+    Last.fm) 10 is best on validation, hence the default :data:`FOLD_IN_RIDGE`. A strong ridge pulls
+    ``u`` towards the sum of the history's item embeddings, which is how LightGCN's first layer embeds a
+    user.
+
     Args:
         item_emb: Final item embeddings ``V``.
         history: The users' items.

@@ -43,7 +43,8 @@ def build_graphs(dataset: Dataset, split: Split) -> Graphs:
         split: Its split; must have been made from this dataset.
 
     Returns:
-        The graphs on the CPU, with statistics. Move them with :meth:`Graphs.to`.
+        The graphs on the CPU, with statistics and the dataset's encoded user and item features
+        (:attr:`Dataset.encoded_user_features`, encoded once per dataset). Move them with :meth:`Graphs.to`.
 
     Raises:
         ValueError: When the split and the dataset disagree on sizes, or an id is out of range.
@@ -104,6 +105,12 @@ def build_graphs(dataset: Dataset, split: Split) -> Graphs:
         hetero[KG_RELATION].edge_index = kg_edge_index
         hetero[KG_RELATION].edge_type = kg_edge_type
 
+    user_encoded, item_encoded = dataset.encoded_user_features, dataset.encoded_item_features
+    feature_names = {
+        side: encoded.names
+        for side, encoded in (("user", user_encoded), ("item", item_encoded))
+        if encoded is not None
+    }
     return Graphs(
         num_users=num_users,
         num_items=num_items,
@@ -117,6 +124,9 @@ def build_graphs(dataset: Dataset, split: Split) -> Graphs:
         num_relations=num_relations,
         hetero=hetero,
         stats=stats,
+        user_features=None if user_encoded is None else torch.from_numpy(user_encoded.values),
+        item_features=None if item_encoded is None else torch.from_numpy(item_encoded.values),
+        feature_names=feature_names,
     )
 
 

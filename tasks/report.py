@@ -111,7 +111,100 @@ def leaderboard_row(
         "trials": tuned.n_trials,
         "new trials": tuned.n_new_trials,
         "version": version.version,
+        "status": "registered",
+        "reason": "",
+        "mlflow run": version.run_id,
     }
+
+
+def failed_leaderboard_row(family: str, metric: str, reason: str, run_id: str = "") -> dict[str, Any]:
+    """The ``leaderboard`` row of a model that failed (NaN metrics, so it ranks last).
+
+    Args:
+        family: The model family.
+        metric: The selection metric.
+        reason: Why it failed, one line (``FloatingPointError: the training loss became nan...``).
+        run_id: Its MLflow child run (closed ``FAILED``).
+
+    Returns:
+        ``model``, ``valid <metric>`` and ``test <metric>`` (NaN), ``status`` (``failed``), ``reason`` and
+        ``mlflow run``.
+    """
+    return {
+        "model": family,
+        f"valid {metric}": math.nan,
+        f"test {metric}": math.nan,
+        "status": "failed",
+        "reason": " ".join(reason.split())[:500],
+        "mlflow run": run_id,
+    }
+
+
+def table_rows(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Rows with one set of columns (in first-seen order; absent cells ``None``) and no NaN.
+
+    A Prefect table artifact (JSON) has no NaN, and shows the columns of every row only when each row has
+    them all.
+    """
+    columns: dict[str, None] = {}
+    for row in rows:
+        columns.update(dict.fromkeys(row))
+
+    def cell(value: Any) -> Any:
+        return None if isinstance(value, float) and not math.isfinite(value) else value
+
+    return [{c: cell(row.get(c)) for c in columns} for row in rows]
+
+
+def mlflow_links_markdown(
+    *,
+    tracking_uri: str,
+    ui_url: str,
+    experiment_id: str,
+    parent_run_id: str,
+    rows: Sequence[Mapping[str, Any]],
+    registered_model: str,
+) -> str:
+    """The ``mlflow-runs`` artifact: links from the Prefect flow run to its MLflow runs and versions.
+
+    Args:
+        tracking_uri: The MLflow store.
+        ui_url: The MLflow UI's address (``gnnrec ui`` serves it on http://127.0.0.1:5000).
+        experiment_id: The experiment of the runs.
+        parent_run_id: The pipeline's parent run.
+        rows: Leaderboard rows (``model``, ``status``, ``mlflow run``, ``version``).
+        registered_model: The registered model's name.
+
+    Returns:
+        Markdown with one line per run.
+    """
+    base = ui_url.rstrip("/")
+
+    def run_link(run_id: str) -> str:
+        return f"[`{run_id}`]({base}/#/experiments/{experiment_id}/runs/{run_id})"
+
+    lines = [
+        "# MLflow runs of this flow run",
+        "",
+        f"Store: `{tracking_uri}`; UI: {base}",
+        "",
+        f"Pipeline (parent) run: {run_link(parent_run_id)}",
+        "",
+        "| model | status | MLflow run | registered version |",
+        "|---|---|---|---|",
+    ]
+    for row in rows:
+        version = row.get("version")
+        shown = (
+            f"[`models:/{registered_model}/{version}`]({base}/#/models/{registered_model}/versions/{version})"
+            if version
+            else "-"
+        )
+        run_id = str(row.get("mlflow run") or "")
+        lines.append(
+            f"| {row['model']} | {row.get('status', '')} | {run_link(run_id) if run_id else '-'} | {shown} |"
+        )
+    return "\n".join(lines)
 
 
 def rank_leaderboard(rows: Sequence[Mapping[str, Any]], metric: str) -> list[dict[str, Any]]:
@@ -126,7 +219,8 @@ def rank_leaderboard(rows: Sequence[Mapping[str, Any]], metric: str) -> list[dic
     """
 
     def key(row: Mapping[str, Any]) -> float:
-        value = float(row[f"valid {metric}"])
+        cell = row.get(f"valid {metric}")
+        value = math.nan if cell is None else float(cell)
         return -value if math.isfinite(value) else math.inf
 
     return [dict(row) for row in sorted(rows, key=key)]

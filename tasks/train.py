@@ -519,11 +519,33 @@ def _load_checkpoint(
     return state
 
 
+def _progress_line(config: TrainConfig, record: dict[str, float], best: float | None) -> None:
+    """One line on stderr for an evaluated epoch (every ``eval_every`` epochs without a validation part)."""
+    epoch = int(record["epoch"])
+    evaluated = config.metric in record
+    if not evaluated and epoch % config.eval_every and epoch != config.epochs:
+        return
+    line = f"{config.model} epoch {epoch}/{config.epochs}: loss {record['loss']:.4f}"
+    if evaluated:
+        line += f", {config.metric} {record[config.metric]:.4f}"
+    if best is not None and math.isfinite(best):
+        line += f" (best {best:.4f})"
+    print(f"{line}, {record['seconds']:.1f} s", file=sys.stderr, flush=True)
+
+
 @contextmanager
 def _progress(config: TrainConfig, done: int) -> Iterator[Callable[[dict[str, float], float | None], None]]:
-    """A rich progress bar on stderr with the loss and the validation metric; silent off a terminal."""
-    if not (config.progress and sys.stdout.isatty() and sys.stderr.isatty()):
+    """Progress on stderr, so that stdout stays clean for ``--json``.
+
+    On a terminal, a rich bar with the loss and the validation metric; off a terminal (a pipe, a log file,
+    CI) one plain line per evaluation instead, so a long run is never silent. Nothing when
+    ``config.progress`` is off.
+    """
+    if not config.progress:
         yield lambda record, best: None
+        return
+    if not (sys.stdout.isatty() and sys.stderr.isatty()) or os.environ.get("CI"):
+        yield lambda record, best: _progress_line(config, record, best)
         return
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn

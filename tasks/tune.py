@@ -29,6 +29,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from tasks.reconcile import TRIAL_OWNER_ATTR, Owner
+
 if TYPE_CHECKING:
     import optuna
 
@@ -142,6 +144,58 @@ class TuneResult:
     warm_started: bool = False
 
 
+@dataclass(frozen=True)
+class TuneProgress:
+    """One step of a tuning run, for a progress bar or a log line (see ``progress`` in :func:`tune`).
+
+    Attributes:
+        model: Model family.
+        event: ``evaluation`` (a trial was evaluated on the validation part) or ``trial`` (a trial ended).
+        trial: The trial's number in the study.
+        trials_done: Trials this call has finished (``trial`` events count the one that just ended).
+        budget: Trials this call runs at most (the timeout may stop it sooner).
+        metric: The validation metric.
+        epoch: The epoch evaluated (``evaluation``), or the trial's last evaluated epoch.
+        value: The trial's metric at that epoch (``evaluation``) or its final value (``trial``), if any.
+        best: The best completed trial's value in the study so far (earlier runs included), if any.
+        state: ``COMPLETE``, ``PRUNED`` or ``FAIL`` for a ``trial`` event; ``None`` for an ``evaluation``.
+    """
+
+    model: str
+    event: str
+    trial: int
+    trials_done: int
+    budget: int
+    metric: str
+    epoch: int | None = None
+    value: float | None = None
+    best: float | None = None
+    state: str | None = None
+
+    def line(self) -> str:
+        """One line for a log: ``mf trial 3 (2/4 done) epoch 5: ndcg@20 0.1234, best 0.1300``."""
+
+        def fmt(value: float | None) -> str:
+            return "-" if value is None or not math.isfinite(value) else f"{value:.4f}"
+
+        head = f"{self.model} trial {self.trial} ({self.trials_done}/{self.budget} done)"
+        if self.event == "evaluation":
+            return f"{head} epoch {self.epoch}: {self.metric} {fmt(self.value)}, best {fmt(self.best)}"
+        return (
+            f"{head} {self.state}: {self.metric} {fmt(self.value)} after epoch {self.epoch or 0}, "
+            f"best {fmt(self.best)}"
+        )
+
+
+@dataclass
+class _Tally:
+    """What :func:`tune` counts while it runs, for its progress events."""
+
+    done: int = 0
+    best: float | None = None
+    epoch: int = 0
+
+
 def study_name(dataset_fingerprint: str, split_key: str, model: str) -> str:
     """The study of a (dataset fingerprint, split, model): ``<model>-<fingerprint>-<split key>``."""
     return f"{model}-{dataset_fingerprint}-{split_key}"
@@ -214,6 +268,7 @@ def tune(
     callbacks: Sequence[Callable[[optuna.Study, optuna.trial.FrozenTrial], None]] = (),
     train_fn: Callable[..., TrainedModel] | None = None,
     train_space: Mapping[str, Sequence[Any]] | None = None,
+    progress: Callable[[TuneProgress], None] | None = None,
 ) -> TuneResult:
     """Tune ``base_config.model`` on the validation part.
 
@@ -239,6 +294,8 @@ def tune(
         train_space: Training settings to search: a :class:`~tasks.train.TrainConfig` field (one of
             :data:`SEARCHABLE_TRAIN_FIELDS`) to the values to try, e.g. ``{"negative_sampler": ["uniform",
             "hard"], "sampler_pool_size": [16, 32, 64]}``.
+        progress: Called with a :class:`TuneProgress` after every validation of a trial and when each trial
+            ends (complete, pruned or failed), for progress bars and logs.
 
     Returns:
         The best parameters and value, and how many trials ran.
@@ -269,8 +326,41 @@ def tune(
             optuna_study.enqueue_trial(params, skip_if_exists=True)
             warm = True
     tuning_split = _without_test(split)
+    owner = Owner.current().as_attr()
+    known_values = [
+        t.value for t in optuna_study.trials if t.state.name == "COMPLETE" and t.value is not None
+    ]
+    tally = _Tally(best=max(known_values) if known_values else None)
+
+    def report(event: str, trial: int, **fields: Any) -> None:
+        if progress is not None:
+            progress(
+                TuneProgress(
+                    model=base_config.model,
+                    event=event,
+                    trial=trial,
+                    trials_done=tally.done,
+                    budget=to_run,
+                    metric=metric,
+                    best=tally.best,
+                    **fields,
+                )
+            )
 
     def objective(trial: optuna.Trial) -> float:
+        try:
+            return run_trial(trial)
+        except optuna.TrialPruned:
+            raise
+        except Exception:  # the trial fails (and the call with it: catch=()); say so before it propagates
+            tally.done += 1
+            report("trial", trial.number, epoch=tally.epoch, state="FAIL")
+            raise
+
+    def run_trial(trial: optuna.Trial) -> float:
+        # The owner lets a later run close this trial if the process dies while it runs (tasks.reconcile).
+        trial.set_user_attr(TRIAL_OWNER_ATTR, owner)
+        tally.epoch = 0
         suggested = model_cls.search_space(trial)
         hparams = {**model_cls.default_hparams(), **base_config.hparams, **suggested}
         settings = {
@@ -283,6 +373,8 @@ def tune(
             history.append(_json_safe({"epoch": epoch, **values}))
             trial.set_user_attr("history", history)
             value = _metric_value(values, metric)
+            tally.epoch = epoch
+            report("evaluation", trial.number, epoch=epoch, value=value)
             if value is None or not math.isfinite(value):
                 return
             trial.report(value, epoch)
@@ -300,6 +392,15 @@ def tune(
             )
         return value
 
+    def on_trial_end(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        tally.done += 1
+        value = trial.value
+        if value is None and trial.intermediate_values:
+            value = trial.intermediate_values[max(trial.intermediate_values)]
+        if trial.state.name == "COMPLETE" and trial.value is not None:
+            tally.best = trial.value if tally.best is None else max(tally.best, trial.value)
+        report("trial", trial.number, epoch=tally.epoch, value=value, state=trial.state.name)
+
     if to_run > 0:
         optuna_logger = logging.getLogger("optuna")
         level = optuna_logger.level
@@ -309,7 +410,7 @@ def tune(
                 objective,
                 n_trials=to_run,
                 timeout=timeout_s,
-                callbacks=list(callbacks),
+                callbacks=[on_trial_end, *callbacks],
                 catch=(),
                 gc_after_trial=False,
             )

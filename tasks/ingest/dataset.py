@@ -9,6 +9,7 @@ from functools import cached_property
 import numpy as np
 import pandas as pd
 
+from tasks.features import EncodedFeatures, encode_features, encoded_digest
 from tasks.ingest.errors import DataFormatError
 from tasks.ingest.tables import RawTables
 
@@ -80,8 +81,22 @@ class Dataset:
         return len(self.relation_names)
 
     @cached_property
+    def encoded_user_features(self) -> EncodedFeatures | None:
+        """:attr:`user_features` encoded once (:func:`tasks.features.encode_features`), ``[U, F_u]``."""
+        return encode_features(self.user_features, self.num_users)
+
+    @cached_property
+    def encoded_item_features(self) -> EncodedFeatures | None:
+        """:attr:`item_features` encoded once (:func:`tasks.features.encode_features`), ``[I, F_i]``."""
+        return encode_features(self.item_features, self.num_items)
+
+    @cached_property
     def fingerprint(self) -> str:
-        """A content hash (sha256, hex, first 16 chars) of every table, for lineage and cache keys."""
+        """A content hash (sha256, hex, first 16 chars) of every table, for lineage and cache keys.
+
+        The features enter as their encodings (what the models read), so a change of any feature value,
+        or of how features are encoded, changes the fingerprint.
+        """
         h = hashlib.sha256()
         h.update(self.name.encode())
         for arr in (
@@ -101,6 +116,9 @@ class Dataset:
             if ids is not None:
                 h.update("\x1f".join(map(str, ids)).encode())
         h.update("\x1f".join(self.relation_names).encode())
+        for encoded in (self.encoded_user_features, self.encoded_item_features):
+            h.update(b"|")
+            h.update(encoded_digest(encoded))
         return h.hexdigest()[:16]
 
     def summary(self) -> dict[str, int | str]:
@@ -115,6 +133,8 @@ class Dataset:
             "kg_triples": 0 if self.kg is None else len(self.kg),
             "kg_relations": self.num_relations,
             "kg_entities": self.num_entities if self.kg is not None else 0,
+            "user_features": 0 if self.encoded_user_features is None else self.encoded_user_features.width,
+            "item_features": 0 if self.encoded_item_features is None else self.encoded_item_features.width,
         }
 
 
@@ -148,8 +168,11 @@ def build_dataset(
 
     Returns:
         The indexed dataset. Users and items are numbered in sorted raw-id order, so the numbering is
-        deterministic. Social edges and KG triples that mention users or items removed by filtering are
-        dropped; KG entities that are not items are numbered after the items.
+        deterministic. A user or item listed in a feature table but absent from every raw interaction (a
+        catalogue item nobody has interacted with yet, a registered user without activity) keeps an id,
+        so that models can score it from its features; ids that ``min_rating`` or ``k_core`` removed stay
+        removed. Social edges and KG triples that mention users or items removed by filtering are dropped;
+        KG entities that are not items are numbered after the items.
     """
     inter = raw.interactions
     for col in ("user", "item"):
@@ -183,8 +206,10 @@ def build_dataset(
             f"(min_rating={min_rating}, k_core={k_core}). Lower the thresholds."
         )
 
-    user_ids, user = np.unique(inter["user"].to_numpy(), return_inverse=True)
-    item_ids, item = np.unique(inter["item"].to_numpy(), return_inverse=True)
+    user_ids = _with_featured_ids(inter["user"], raw.interactions["user"], raw.user_features, "user")
+    item_ids = _with_featured_ids(inter["item"], raw.interactions["item"], raw.item_features, "item")
+    user = np.searchsorted(user_ids, inter["user"].to_numpy())
+    item = np.searchsorted(item_ids, inter["item"].to_numpy())
     rating = inter["rating"].to_numpy(np.float32) if "rating" in inter.columns else None
     timestamp = inter["timestamp"].to_numpy(np.int64) if "timestamp" in inter.columns else None
     fixed_split = None
@@ -261,6 +286,23 @@ def _index_kg(raw: RawTables, item_ids: np.ndarray) -> tuple[np.ndarray, tuple[s
     item_entity[linked.to_numpy()] = linked.index.to_numpy()
     entity_ids = np.concatenate([item_entity, others.to_numpy(dtype=object)])
     return triples, tuple(str(x) for x in relation_names), entity_ids
+
+
+def _with_featured_ids(
+    kept: pd.Series, raw_ids: pd.Series, features: pd.DataFrame | None, id_col: str
+) -> np.ndarray:
+    """Sorted unique ids: those of the kept interactions, plus featured ids with no raw interaction at all."""
+    ids = np.unique(kept.to_numpy())
+    if features is None or id_col not in features.columns or len(features) == 0:
+        return ids
+    featured = pd.Index(pd.unique(features[id_col].dropna()))
+    never_seen = featured.difference(pd.Index(pd.unique(raw_ids.to_numpy())))
+    if len(never_seen) == 0:
+        return ids
+    extra = never_seen.to_numpy()
+    if ids.dtype.kind in "iu" and extra.dtype.kind == "f" and np.all(extra == np.round(extra)):
+        extra = extra.astype(ids.dtype)  # an id column read as float because of a gap elsewhere
+    return np.unique(np.concatenate([ids, extra.astype(ids.dtype, copy=False)]))
 
 
 def _index_features(table: pd.DataFrame | None, id_col: str, index: pd.Index) -> pd.DataFrame | None:

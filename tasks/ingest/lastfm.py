@@ -11,7 +11,11 @@ https://files.grouplens.org/datasets/hetrec2011/hetrec2011-lastfm-2k.zip):
   (latin-1) -> KG triples ``(artist, "tagged", "tag:<value>")``, one per distinct artist and tag
   (``"tagid:<id>"`` when the tag id is not in ``tags.dat``). Tags carry the prefix because some tag values
   are numbers (``2008``) that would otherwise be read as artist ids.
-* ``artists.dat`` (optional): ``id name url pictureURL`` -> ``item_features``.
+* ``artists.dat`` (optional): ``id name url pictureURL`` -> ``item_features``, with a ``tags`` column: the
+  distinct tags each artist was given in ``user_taggedartists.dat`` (a tuple of tag values, empty when it
+  has none), so that tags reach the models as item features as well as KG triples (the feature encoder
+  keeps the most common ones as multi-hot columns). Without ``artists.dat`` the tag table alone becomes
+  ``item_features``, for the artists that have plays.
 """
 
 from __future__ import annotations
@@ -103,6 +107,9 @@ def read_lastfm_hetrec(folder: Path) -> RawTables:
         ).reset_index(drop=True)
         files["item_features"] = str(artists_path)
 
+    if kg is not None:
+        item_features = _with_tags(item_features, kg, interactions["item"])
+
     return RawTables(
         name=NAME,
         interactions=interactions,
@@ -111,6 +118,23 @@ def read_lastfm_hetrec(folder: Path) -> RawTables:
         item_features=item_features,
         files=files,
     )
+
+
+def _with_tags(item_features: pd.DataFrame | None, kg: pd.DataFrame, played: pd.Series) -> pd.DataFrame:
+    """Add each artist's distinct tags (sorted tuple of values) as a ``tags`` column of the artist table."""
+    tags = kg["tail"].str.replace(r"^tag:", "", regex=True)
+    per_artist = (
+        pd.Series(tags.to_numpy(), index=kg["head"].to_numpy())
+        .groupby(level=0)
+        .agg(lambda values: tuple(sorted(set(values))))
+    )
+    if item_features is None:
+        artists = pd.Series(pd.unique(played.dropna()))
+        item_features = pd.DataFrame({"item": artists}).reset_index(drop=True)
+    keys = item_features["item"].map(lambda v: str(int(v)) if pd.notna(v) else "")
+    item_features = item_features.copy()
+    item_features["tags"] = [per_artist.get(key, ()) for key in keys]
+    return item_features
 
 
 def _read_tags(tagged_path: Path, tags_path: Path) -> pd.DataFrame:

@@ -92,7 +92,9 @@ def test_deployment_run_from_the_api_completes_and_promotes(tmp_path: Path) -> N
             split=SplitConfig(seed=3),
             models=("mf", "lightgcn"),
             n_trials=1,
-            epochs=2,
+            # Enough to beat popularity (the promotion gate's floor); 2 epochs at lr 1e-3 did not always.
+            epochs=10,
+            lr=0.01,
             batch_size=256,
             device="cpu",
             threads=1,

@@ -101,7 +101,7 @@ def test_train_and_promote_end_to_end(prefect_harness, tmp_path: Path, monkeypat
         assert len(trials) == 2, child.data.tags[TAG_FAMILY]
         assert all(r.data.params for r in trials)  # the trial's hyperparameters
         assert metric_key("ndcg@20", "test") in child.data.metrics
-        history = client.get_metric_history(child.info.run_id, "loss")
+        history = client.get_metric_history(child.info.run_id, "epoch_loss")
         assert len(history) >= 2  # per-epoch curve as step metrics
         assert any(a.path.startswith("plots") for a in client.list_artifacts(child.info.run_id))
     assert any(a.path == "plots" for a in client.list_artifacts(parent.info.run_id))
@@ -141,7 +141,10 @@ def test_train_and_promote_end_to_end(prefect_harness, tmp_path: Path, monkeypat
         assert [state for name, state in states.items() if name.startswith(step)] == ["Cached"], states
     assert not second.decision.promoted
     assert second.decision.champion_version == str(champion.version)
-    assert "champion stays" in second.decision.reason or "already" in second.decision.reason
+    # Same code, data, split and settings: every model is the registered one, reused, not registered again.
+    assert len(client.search_model_versions("name = 'recsys'")) == len(MODELS)
+    assert all(version.reused for version in second.versions)
+    assert second.decision.rule == "already-champion" and second.decision.challenger_reused
     assert str(client.get_model_version_by_alias("recsys", "champion").version) == str(champion.version)
     assert all(row["new trials"] == 0 for row in second.leaderboard)
 

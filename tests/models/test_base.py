@@ -179,3 +179,45 @@ def test_fold_in_solves_the_stated_objective_user_by_user(budget: int, monkeypat
         lhs = len(vh) / 25 * gram + vh.T @ vh + lam * torch.eye(5, dtype=torch.float64)
         expected = torch.linalg.solve(lhs, vh.sum(0)) if len(vh) else torch.zeros(5, dtype=torch.float64)
         torch.testing.assert_close(got[b], expected)
+
+
+def test_fold_in_matches_a_per_user_ridge_solve_and_gives_empty_histories_zero() -> None:
+    from models.base import History, fold_in
+
+    g = torch.Generator().manual_seed(0)
+    item_emb = torch.randn(7, 3, generator=g, dtype=torch.float64)
+    lists = [[0, 2, 5], [], [6]]
+    users = fold_in(item_emb, History.from_lists(lists), ridge=0.5)
+    gram = item_emb.T @ item_emb
+    lam = 0.5 * float(torch.trace(gram)) / 3
+    for row, items in zip(users, lists, strict=True):
+        if not items:
+            assert torch.count_nonzero(row) == 0
+            continue
+        vh = item_emb[items]
+        lhs = len(items) / 7 * gram + vh.T @ vh + lam * torch.eye(3, dtype=torch.float64)
+        torch.testing.assert_close(row, torch.linalg.solve(lhs, vh.sum(0)))
+
+
+def test_fold_in_of_training_users_beats_popularity_on_planted_data() -> None:
+    from models.base import History
+    from tasks.evaluate import full_ranking_metrics, popularity_metrics
+    from tasks.train import TrainConfig, train
+    from tests.models.planted import planted
+
+    _, split, graphs = planted()
+    model = train(
+        graphs, split, TrainConfig(model="mf", epochs=15, lr=5e-3, progress=False, device="cpu")
+    ).model
+    csr = graphs.user_item_csr()
+    crow, col = csr.crow_indices(), csr.col_indices()
+
+    def from_history(users: torch.Tensor) -> torch.Tensor:
+        lists = [col[crow[u] : crow[u + 1]].tolist() for u in users.tolist()]
+        return model.score_history(History.from_lists(lists))
+
+    with model.inference():
+        folded = full_ranking_metrics(
+            from_history, split.valid, split.train, split.num_users, split.num_items
+        )
+    assert folded["ndcg@20"] > 1.5 * popularity_metrics(split, "valid")["ndcg@20"]

@@ -66,9 +66,9 @@ def champion_store(tmp_path_factory: pytest.TempPathFactory):
     settings = register.load_mlflow_settings(root / "mlflow.yml")
     dataset = build_dataset(make_synthetic(num_users=40, num_items=60, num_interactions=800, seed=3))
     split = split_dataset(dataset, SplitConfig(seed=3))
-    trained = train(
-        build_graphs(dataset, split), split, TrainConfig(model="mf", epochs=2, progress=False, device="cpu")
-    )
+    # Enough training to beat popularity: the promotion gate never promotes a model that does not.
+    config = TrainConfig(model="mf", epochs=20, lr=0.01, progress=False, device="cpu")
+    trained = train(build_graphs(dataset, split), split, config)
     lineage = register.Lineage.of(dataset, split)
     parent = register.start_pipeline_run(settings, run_name="t", lineage=lineage, params={})
     child = register.start_model_run(settings, parent_run_id=parent, family="mf", lineage=lineage)
@@ -81,7 +81,7 @@ def champion_store(tmp_path_factory: pytest.TempPathFactory):
         split=split,
         lineage=lineage,
     )
-    register.promote_if_better(settings, [version])
+    register.promote_if_better(settings, [version], dataset=dataset, split=split)
     register.end_run(settings, parent)
     return settings, dataset, trained
 

@@ -6,15 +6,33 @@ import pytest
 from mlflow import MlflowClient
 
 from tasks import register
+from tasks.evaluate import evaluate
 from tasks.register import (
     TAG_FAMILY,
-    TAG_FINGERPRINT,
-    TAG_SPLIT,
     MlflowSettings,
-    RegisteredVersion,
+    check_champion,
     load_mlflow_settings,
     metric_key,
     promote_if_better,
+    source_digest,
+)
+from tasks.register.promotion import (
+    RULE_ALREADY,
+    RULE_BROKEN,
+    RULE_FIRST,
+    RULE_FLOOR,
+    RULE_INCOMPARABLE,
+    RULE_MARGIN,
+)
+from tests.tasks.register_helpers import (
+    delete_artifacts,
+    first_users,
+    planted_dataset,
+    planted_model,
+    register_model,
+    split_of,
+    with_new_users,
+    wrong_community_model,
 )
 
 
@@ -59,86 +77,260 @@ def store(tmp_path: Path) -> tuple[MlflowSettings, MlflowClient]:
     settings = MlflowSettings(registered_model_name="rec", min_margin=0.01).resolved(tmp_path)
     register.configure_mlflow(settings)
     client = MlflowClient(tracking_uri=settings.tracking_uri, registry_uri=settings.tracking_uri)
-    client.create_registered_model("rec")
     return settings, client
-
-
-def add_version(
-    store, family: str, value: float, fingerprint: str = "fp1", split: str = "s1"
-) -> RegisteredVersion:
-    settings, client = store
-    tags = {
-        TAG_FAMILY: family,
-        TAG_FINGERPRINT: fingerprint,
-        TAG_SPLIT: split,
-        metric_key("ndcg@20", "valid"): repr(value),
-    }
-    version = client.create_model_version(
-        "rec", source=(Path(settings.artifact_location[7:]) / family).as_uri(), tags=tags
-    )
-    return RegisteredVersion(
-        "rec", str(version.version), "", family, "ndcg@20", value, value, fingerprint, split
-    )
 
 
 def champion(store) -> str:
     return str(store[1].get_model_version_by_alias("rec", "champion").version)
 
 
-def test_first_challenger_is_promoted_and_gets_the_stage(store) -> None:
-    a, b = add_version(store, "mf", 0.10), add_version(store, "lightgcn", 0.20)
-    decision = promote_if_better(store[0], [a, b])
-    assert (
-        decision.promoted and decision.challenger_version == b.version and decision.champion_version is None
-    )
-    assert champion(store) == b.version
-    assert store[1].get_model_version("rec", b.version).current_stage == "Production"
+@pytest.fixture(scope="module")
+def planted():
+    """Planted data (40 users) and the same data with 20 users, with their splits."""
+    full = planted_dataset()
+    fewer = first_users(full, 20)
+    return full, split_of(full, seed=1), fewer, split_of(fewer, seed=1)
+
+
+def test_first_challenger_is_promoted_and_gets_the_stage(store, planted) -> None:
+    settings, client = store
+    dataset, split = planted[0], planted[1]
+    weak = register_model(settings, dataset, split, planted_model(dataset, noise=2.0), recipe=1)
+    strong = register_model(settings, dataset, split, planted_model(dataset, noise=0.0), recipe=2)
+    decision = promote_if_better(settings, [weak, strong], dataset=dataset, split=split)
+    assert decision.promoted and decision.challenger_version == strong.version
+    assert decision.champion_version is None and decision.rule == RULE_FIRST
+    assert champion(store) == strong.version
+    assert client.get_model_version("rec", strong.version).current_stage == "Production"
     assert "promoted" in decision.to_markdown()
 
 
-def test_challenger_must_beat_the_champion_by_the_margin(store) -> None:
-    first = add_version(store, "mf", 0.20)
-    promote_if_better(store[0], [first])
-    close = add_version(store, "lightgcn", 0.205)  # better, but by less than the 0.01 margin
-    decision = promote_if_better(store[0], [close])
+def test_challenger_must_beat_the_champion_by_the_margin_on_the_same_data(store, planted) -> None:
+    settings, client = store
+    dataset, split = planted[0], planted[1]
+    first = register_model(settings, dataset, split, planted_model(dataset, noise=0.3), recipe=1)
+    promote_if_better(settings, [first], dataset=dataset, split=split)
+    worse = register_model(settings, dataset, split, planted_model(dataset, noise=1.0), recipe=2)
+    decision = promote_if_better(settings, [worse], dataset=dataset, split=split)
     assert not decision.promoted and champion(store) == first.version
-    assert "margin" in decision.reason and decision.champion_value == pytest.approx(0.20)
-    clear = add_version(store, "ngcf", 0.25)
-    decision = promote_if_better(store[0], [clear])
-    assert decision.promoted and champion(store) == clear.version
-    assert store[1].get_model_version("rec", first.version).current_stage == "Archived"
+    assert decision.rule == RULE_MARGIN and decision.basis == "recorded on the same data"
+    assert decision.champion_value == pytest.approx(first.valid_value)
+    assert "margin" in decision.reason and "champion stays" in decision.reason
+    close = register_model(settings, dataset, split, planted_model(dataset, noise=0.3), recipe=3)
+    assert close.version != first.version  # another recipe: a new version, with the very same numbers
+    decision = promote_if_better(settings, [close], dataset=dataset, split=split)
+    assert not decision.promoted and decision.observed_margin == pytest.approx(0.0)
+    better = register_model(settings, dataset, split, planted_model(dataset, noise=0.0), recipe=4)
+    assert better.valid_value - first.valid_value >= settings.min_margin
+    decision = promote_if_better(settings, [better], dataset=dataset, split=split)
+    assert decision.promoted and champion(store) == better.version
+    assert client.get_model_version("rec", first.version).current_stage == "Archived"
 
 
-def test_equal_challenger_keeps_the_champion(store) -> None:
-    first = add_version(store, "mf", 0.2)
-    promote_if_better(store[0], [first])
-    decision = promote_if_better(store[0], [add_version(store, "mf", 0.2)])
-    assert not decision.promoted and "champion stays" in decision.reason
+@pytest.mark.parametrize("change", ["fewer users", "another split seed"])
+def test_changed_data_rescores_the_champion_on_the_challengers_split(store, planted, change) -> None:
+    """Today's main promoted any challenger on changed data without comparing: a worse one replaced a
+    better champion. Now the champion is re-scored on the challenger's split and the worse one stays out."""
+    settings, _ = store
+    full, full_split, fewer, fewer_split = planted
+    old = register_model(settings, full, full_split, planted_model(full, noise=1.0), recipe=1)
+    promote_if_better(settings, [old], dataset=full, split=full_split)
+    dataset, split = (fewer, fewer_split) if change == "fewer users" else (full, split_of(full, seed=2))
+    expected = evaluate(planted_model(full, noise=1.0), split_of(full, seed=2), "valid")["ndcg@20"]
+
+    worse = register_model(settings, dataset, split, planted_model(dataset, noise=2.0), recipe=2)
+    decision = promote_if_better(settings, [worse], dataset=dataset, split=split)
+    assert worse.valid_value > decision.popularity_value  # above the floor: the comparison decided
+    assert not decision.promoted and champion(store) == old.version
+    assert decision.rule == RULE_MARGIN and decision.basis.startswith("re-scored")
+    assert decision.champion_value is not None and decision.champion_value > worse.valid_value
+    assert decision.champion_value != pytest.approx(old.valid_value)  # not the number from its own data
+    assert decision.champion_test is not None
+    if change == "another split seed":  # the same model and users: re-scoring equals evaluating it there
+        assert decision.champion_value == pytest.approx(expected, abs=1e-6)
+    assert fewer.fingerprint in decision.data or full.fingerprint in decision.data
+
+    better = register_model(settings, dataset, split, planted_model(dataset, noise=0.0), recipe=3)
+    decision = promote_if_better(settings, [better], dataset=dataset, split=split)
+    assert decision.promoted and champion(store) == better.version
+    assert decision.champion_version == old.version and decision.rule == RULE_MARGIN
+    markdown = decision.to_markdown()
+    assert f"{decision.champion_value:.4f}" in markdown and f"{better.valid_value:.4f}" in markdown
+    assert f"{decision.observed_margin:.4f}" in markdown and "`margin`" in markdown
+    assert "re-scored" in markdown
 
 
-def test_champion_on_other_data_cannot_be_compared_and_is_replaced(store) -> None:
-    old = add_version(store, "mf", 0.9, fingerprint="old")
-    promote_if_better(store[0], [old])
-    new = add_version(store, "mf", 0.1, fingerprint="new")
-    decision = promote_if_better(store[0], [new])
-    assert decision.promoted and champion(store) == new.version
-    assert "other data" in decision.reason
+@pytest.mark.parametrize("policy", ["keep", "promote"])
+def test_champion_that_cannot_score_the_new_users_follows_on_incomparable(store, planted, policy) -> None:
+    settings = store[0].model_copy(update={"on_incomparable": policy})
+    full, full_split = planted[0], planted[1]
+    old = register_model(settings, full, full_split, planted_model(full, noise=0.3), recipe=1)
+    promote_if_better(settings, [old], dataset=full, split=full_split)
+    grown = with_new_users(full, 8)  # 8 validation users the champion never saw
+    split = split_of(grown)
+    challenger = register_model(settings, grown, split, planted_model(grown, noise=2.0), recipe=2)
+    decision = promote_if_better(settings, [challenger], dataset=grown, split=split)
+    assert decision.rule == RULE_INCOMPARABLE and decision.champion_value is None
+    assert "8 of the 48 valid users are unknown" in decision.reason
+    assert decision.promoted is (policy == "promote")
+    assert champion(store) == (challenger.version if policy == "promote" else old.version)
+    assert f"on_incomparable is `{policy}`" in decision.reason
 
 
-def test_no_stage_when_disabled(store) -> None:
+def test_on_incomparable_is_validated() -> None:
+    with pytest.raises(ValueError, match="on_incomparable"):
+        MlflowSettings(on_incomparable="sometimes")
+    assert MlflowSettings().on_incomparable == "keep"
+
+
+def test_challenger_below_popularity_is_never_promoted(store, planted) -> None:
+    settings, client = store
+    dataset, split = planted[0], planted[1]
+    bad = register_model(settings, dataset, split, wrong_community_model(dataset), recipe=1)
+    decision = promote_if_better(settings, [bad], dataset=dataset, split=split)
+    assert bad.valid_value < decision.popularity_value
+    assert not decision.promoted and decision.rule == RULE_FLOOR and decision.champion_after is None
+    assert register.current_champion(settings) is None and "popularity" in decision.reason
+    # Nor over a champion on other data, which the old gate replaced without looking.
+    old = register_model(settings, planted[2], planted[3], planted_model(planted[2], noise=0.0), recipe=2)
+    promote_if_better(settings, [old], dataset=planted[2], split=planted[3])
+    decision = promote_if_better(settings, [bad], dataset=dataset, split=split)
+    assert not decision.promoted and decision.rule == RULE_FLOOR and champion(store) == old.version
+
+
+def test_broken_champion_is_detected_and_replaced(store, planted) -> None:
+    settings, client = store
+    dataset, split = planted[0], planted[1]
+    strong = register_model(settings, dataset, split, planted_model(dataset, noise=0.0), recipe=1)
+    promote_if_better(settings, [strong], dataset=dataset, split=split)
+    assert check_champion(settings).ok
+    delete_artifacts(settings, strong.version)
+
+    health = check_champion(settings)
+    assert health.broken and not health.ok and health.version == strong.version
+    assert "does not load" in health.problem and "gnnrec run" in health.message()
+    # A weaker challenger still replaces it: the recorded number belongs to a model that no longer loads.
+    weaker = register_model(settings, dataset, split, planted_model(dataset, noise=1.0), recipe=2)
+    decision = promote_if_better(settings, [weaker], dataset=dataset, split=split)
+    assert decision.promoted and decision.rule == RULE_BROKEN and champion(store) == weaker.version
+    assert "broken" in decision.reason and decision.champion_problem
+    assert check_champion(settings).ok
+
+
+def test_no_champion_health(store) -> None:
+    health = check_champion(store[0])
+    assert health.version is None and not health.ok and not health.broken
+    assert "no champion" in health.message() and "gnnrec run" in health.message()
+
+
+def test_identical_model_reuses_its_version_and_the_decision_says_so(store, planted) -> None:
+    settings, client = store
+    dataset, split = planted[0], planted[1]
+    first = register_model(settings, dataset, split, planted_model(dataset, noise=0.3), recipe=1)
+    promote_if_better(settings, [first], dataset=dataset, split=split)
+    again = register_model(settings, dataset, split, planted_model(dataset, noise=0.3), recipe=1)
+    assert again.version == first.version and again.reused and not first.reused
+    assert again.valid_value == pytest.approx(first.valid_value) and again.identity == first.identity
+    assert len(client.search_model_versions("name = 'rec'")) == 1
+    version = client.get_model_version("rec", first.version)
+    assert version.tags[register.TAG_IDENTITY] == first.identity
+    assert version.tags[register.TAG_CODE] == register.code_version()
+    assert version.tags["gnnrec.reused_by_run"] == again.run_id
+    decision = promote_if_better(settings, [again], dataset=dataset, split=split)
+    assert not decision.promoted and decision.rule == RULE_ALREADY and decision.challenger_reused
+    assert "reused, not registered again" in decision.reason
+
+
+def test_another_code_version_registers_a_new_version(store, planted, monkeypatch) -> None:
+    settings, client = store
+    dataset, split = planted[0], planted[1]
+    first = register_model(settings, dataset, split, planted_model(dataset, noise=0.3), recipe=1)
+    monkeypatch.setattr("tasks.register.versions.code_version", lambda: "0.1.0+edited")
+    edited = register_model(settings, dataset, split, planted_model(dataset, noise=0.3), recipe=1)
+    assert edited.version != first.version and not edited.reused
+    assert client.get_model_version("rec", edited.version).tags[register.TAG_CODE] == "0.1.0+edited"
+
+
+def test_a_version_whose_artifacts_are_gone_is_not_reused(store, planted) -> None:
+    settings, client = store
+    dataset, split = planted[0], planted[1]
+    first = register_model(settings, dataset, split, planted_model(dataset, noise=0.3), recipe=1)
+    delete_artifacts(settings, first.version)
+    again = register_model(settings, dataset, split, planted_model(dataset, noise=0.3), recipe=1)
+    assert again.version != first.version and not again.reused
+
+
+def test_two_identical_training_runs_register_one_version(tmp_path: Path) -> None:
+    from tasks.config import DataConfig, SplitConfig
+    from tasks.prepare import prepare_data
+    from tasks.train import TrainConfig, train
+
+    settings = MlflowSettings(registered_model_name="rec").resolved(tmp_path)
+    data = DataConfig(synthetic_users=30, synthetic_items=40, synthetic_interactions=500, synthetic_seed=4)
+    prepared = prepare_data(data, SplitConfig(seed=4))
+    versions = []
+    for _ in range(2):
+        trained = train(prepared.graphs, prepared.split, TrainConfig(model="mf", epochs=2, progress=False))
+        lineage = register.Lineage.of(prepared.dataset, prepared.split)
+        parent = register.start_pipeline_run(settings, run_name="t", lineage=lineage, params={})
+        child = register.start_model_run(settings, parent_run_id=parent, family="mf", lineage=lineage)
+        versions.append(
+            register.log_trained_model(
+                settings,
+                run_id=child,
+                trained=trained,
+                test_metrics=evaluate(trained.model, prepared.split, "test"),
+                dataset=prepared.dataset,
+                split=prepared.split,
+                lineage=lineage,
+            )
+        )
+    client = MlflowClient(tracking_uri=settings.tracking_uri, registry_uri=settings.tracking_uri)
+    assert [str(v.version) for v in client.search_model_versions("name = 'rec'")] == ["1"]
+    assert [v.version for v in versions] == ["1", "1"] and [v.reused for v in versions] == [False, True]
+    second_run = client.get_run(versions[1].run_id)  # the second run still holds its own logs
+    assert second_run.data.tags["gnnrec.registered_version"] == "1"
+    assert second_run.data.tags["gnnrec.reused_version"] == "true"
+    assert len(client.get_metric_history(versions[1].run_id, "loss")) == 2
+
+
+def test_no_stage_when_disabled(store, planted) -> None:
     settings = store[0].model_copy(update={"registry_stage": None})
-    version = add_version(store, "mf", 0.3)
-    promote_if_better(settings, [version])
+    dataset, split = planted[0], planted[1]
+    version = register_model(settings, dataset, split, planted_model(dataset, noise=0.0), recipe=1)
+    promote_if_better(settings, [version], dataset=dataset, split=split)
     assert store[1].get_model_version("rec", version.version).current_stage == "None"
+
+
+def test_gate_refuses_a_split_its_challenger_was_not_trained_on(store, planted) -> None:
+    settings = store[0]
+    dataset, split = planted[0], planted[1]
+    version = register_model(settings, dataset, split, planted_model(dataset, noise=0.0), recipe=1)
+    with pytest.raises(ValueError, match="not on the dataset and split given"):
+        promote_if_better(settings, [version], dataset=dataset, split=split_of(dataset, seed=9))
 
 
 def test_champion_hparams_for_warm_start(store) -> None:
     settings, client = store
-    version = add_version(store, "mf", 0.3)
+    client.create_registered_model("rec")
+    source = (Path(settings.artifact_location[7:]) / "mf").as_uri()
+    version = client.create_model_version("rec", source=source, tags={TAG_FAMILY: "mf"})
     client.set_model_version_tag("rec", version.version, register.TAG_HPARAMS, '{"embedding_dim": 32}')
-    promote_if_better(settings, [version])
+    client.set_registered_model_alias("rec", "champion", version.version)
     assert register.champion_hparams(settings, "mf") == {"embedding_dim": 32}
     assert register.champion_hparams(settings, "ngcf") is None
+
+
+def test_source_digest_changes_with_the_code(tmp_path: Path) -> None:
+    package = tmp_path / "models"
+    package.mkdir()
+    (package / "a.py").write_text("x = 1\n")
+    before = source_digest(package)
+    assert source_digest(package) == before
+    (package / "a.py").write_text("x = 2\n")
+    assert source_digest(package) != before
+    version = register.code_version()
+    assert version.startswith("0.1.0+") and version == register.code_version()
 
 
 def test_retried_registration_of_a_run_returns_its_version_not_a_new_one(tmp_path: Path, monkeypatch) -> None:
@@ -182,7 +374,7 @@ def test_retried_registration_of_a_run_returns_its_version_not_a_new_one(tmp_pat
     assert [str(v.version) for v in versions] == [retried.version] == ["1"]
     assert versions[0].run_id == child and versions[0].description.startswith("mf on")
     assert versions[0].tags[TAG_FAMILY] == "mf"
-    history = client.get_metric_history(child, "loss")
+    history = client.get_metric_history(child, "epoch_loss")
     assert len(history) == trained.epochs_run  # the per-epoch curve was not logged twice
     assert register.registered_version_of_run(client, "rec", child) == "1"
     assert register.registered_version_of_run(client, "rec", parent) is None

@@ -215,11 +215,14 @@ def test_max_seconds_stops_early(data):
     assert result.best_valid is not None  # the stopping epoch is evaluated
 
 
-def test_progress_is_quiet_off_a_terminal(data, capsys):
+def test_progress_off_a_terminal_is_one_plain_line_per_evaluation(data, capsys):
     split, graphs = data
-    train(graphs, split, _config(epochs=2, progress=True))
+    result = train(graphs, split, _config(epochs=2, progress=True))
     captured = capsys.readouterr()
-    assert captured.out == "" and captured.err == ""
+    assert captured.out == ""  # stdout stays clean (--json)
+    lines = captured.err.splitlines()
+    assert len(lines) == result.epochs_run == 2 and "\x1b" not in captured.err  # no bar escape codes
+    assert all(line.startswith(f"{result.config.model} epoch ") for line in lines)
 
 
 def test_config_validation():

@@ -91,7 +91,25 @@ def test_features_are_reindexed_by_internal_id() -> None:
     feats = pd.DataFrame({"item": [9, 5, 1234], "genre": ["c", "a", "zz"]})
     ds = build_dataset(_raw(item_features=feats))
     assert ds.item_features is not None
-    assert ds.item_features["genre"].to_dict() == {0: "a", 2: "c"}
+    # Item 1234 has features but no interaction: it keeps an id (after the interacted ones, sorted order).
+    assert ds.item_ids.tolist() == [5, 7, 9, 1234]
+    assert ds.item_features["genre"].to_dict() == {0: "a", 2: "c", 3: "zz"}
+    assert ds.num_interactions == 7 and int(ds.item.max()) == 2
+
+
+def test_featured_users_without_interactions_keep_an_id() -> None:
+    feats = pd.DataFrame({"user": [5, 20], "age": [31, 40]})
+    ds = build_dataset(_raw(user_features=feats))
+    assert ds.user_ids.tolist() == [5, 10, 20, 30]
+    assert ds.user.tolist() == [1, 1, 2, 2, 3, 3, 3]  # interactions renumbered around the new id
+    assert ds.user_features is not None and ds.user_features["age"].to_dict() == {0: 31, 2: 40}
+
+
+def test_ids_removed_by_a_filter_stay_removed_even_with_features() -> None:
+    # Item 9's ratings are 1.0 and 5.0; min_rating 5 keeps only (30, 9) and (10, 7); item 5 is filtered out.
+    feats = pd.DataFrame({"item": [5, 7, 9], "genre": ["a", "b", "c"]})
+    ds = build_dataset(_raw(item_features=feats), min_rating=5.0)
+    assert ds.item_ids.tolist() == [7, 9]
 
 
 def test_fixed_split_codes_and_fingerprint() -> None:

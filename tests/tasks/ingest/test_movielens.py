@@ -64,9 +64,10 @@ def test_reads_interactions_features_and_kg(tmp_path: Path) -> None:
 
 def test_builds_a_dataset_with_items_as_kg_entities(tmp_path: Path) -> None:
     ds = build_dataset(load_movielens_100k(write_ml100k(tmp_path / "ml"), download=False))
-    assert (ds.num_users, ds.num_items, ds.num_interactions) == (3, 3, 4)
+    # Movie 267 is in u.item but nobody rated it: it keeps an id (features, no interactions).
+    assert (ds.num_users, ds.num_items, ds.num_interactions) == (3, 4, 4)
     assert ds.relation_names == ("genre", "release_year")
-    assert ds.entity_ids is not None and list(ds.entity_ids[:3]) == ["242", "302", "377"]
+    assert ds.entity_ids is not None and list(ds.entity_ids[:4]) == ["242", "267", "302", "377"]
     # Item 242 (entity 0) is a comedy.
     comedy = list(ds.entity_ids).index("genre:Comedy")
     assert ((ds.kg[:, 0] == 0) & (ds.kg[:, 2] == comedy)).any()  # type: ignore[index]

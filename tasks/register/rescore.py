@@ -1,0 +1,111 @@
+"""Score a registered recommender on another dataset's split: the champion measured on the challenger's data.
+
+A registered model knows users and items by their raw ids (``user_ids``, ``item_ids`` of its pyfunc python
+model) and scores every item it knows for a batch of raw users (``score_users_raw``). To compare it with a
+challenger trained on other data, its scores are laid onto the challenger dataset's item indices (an item
+it never saw gets ``-inf``: it could not recommend it either), and the challenger's split is evaluated with
+the same full ranking and masks as :func:`tasks.evaluate.evaluate` (training items masked; for ``test`` the
+validation items too).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+
+from tasks.evaluate import Metrics, Part, full_ranking_metrics
+
+if TYPE_CHECKING:
+    from tasks.ingest.dataset import Dataset
+    from tasks.split import Split
+
+
+class NotScorableError(ValueError):
+    """The model cannot be scored on this data (users unknown to it, or no raw-id scoring)."""
+
+
+def id_key(raw: Any) -> str:
+    """One key per raw id whatever its transport: ``3``, ``np.int64(3)``, ``3.0`` and ``"3"`` -> ``"3"``."""
+    if isinstance(raw, (int, np.integer)) and not isinstance(raw, bool):
+        return str(int(raw))
+    if isinstance(raw, (float, np.floating)) and float(raw).is_integer():
+        return str(int(raw))
+    return str(raw)
+
+
+def _keys(ids: Iterable[Any]) -> list[str]:
+    return [id_key(raw) for raw in np.asarray(ids).tolist()]
+
+
+def item_columns(model_item_ids: Sequence[Any] | np.ndarray, dataset_item_ids: np.ndarray) -> np.ndarray:
+    """For each item of the dataset, its column in the model's scores, or -1 when the model lacks it.
+
+    Shapes:
+        model_item_ids ``[I_model]``, dataset_item_ids ``[I]`` -> ``[I]`` int64.
+    """
+    column = {key: i for i, key in enumerate(_keys(model_item_ids))}
+    return np.array([column.get(key, -1) for key in _keys(dataset_item_ids)], dtype=np.int64)
+
+
+def unknown_users(model: Any, dataset: Dataset, pairs: np.ndarray) -> list[Any]:
+    """Raw ids of the users in ``pairs`` (``[n, 2]`` internal ids of ``dataset``) that ``model`` lacks."""
+    known = set(_keys(model.user_ids))
+    users = np.unique(np.asarray(pairs, dtype=np.int64).reshape(-1, 2)[:, 0])
+    raw = dataset.user_ids[users].tolist()
+    return [u for u, key in zip(raw, _keys(raw), strict=True) if key not in known]
+
+
+def rescore(
+    model: Any, dataset: Dataset, split: Split, part: Part, ks: Sequence[int], *, chunk_size: int = 1024
+) -> Metrics:
+    """Full-ranking metrics of a raw-id recommender on one part of another dataset's split.
+
+    Args:
+        model: The pyfunc python model (``unwrap_python_model()``): ``score_users_raw``, ``user_ids``,
+            ``item_ids``.
+        dataset: The dataset the split indexes (raw ids).
+        split: The split; ``part`` is evaluated, its training (and for ``test`` validation) pairs masked.
+        part: ``valid`` or ``test``.
+        ks: Cut-offs.
+        chunk_size: Users scored at once (memory ``chunk_size x I`` float64).
+
+    Returns:
+        The metrics, as :func:`tasks.evaluate.evaluate` defines them.
+
+    Raises:
+        NotScorableError: When the model has no raw-id scoring, or users of ``part`` are unknown to it.
+    """
+    if not all(hasattr(model, name) for name in ("score_users_raw", "user_ids", "item_ids")):
+        raise NotScorableError(
+            f"{type(model).__name__} has no score_users_raw/user_ids/item_ids, so it cannot be re-scored"
+        )
+    if part == "valid":
+        truth, exclude = split.valid, split.train
+    else:
+        truth = split.test
+        exclude = np.concatenate([split.train.reshape(-1, 2), split.valid.reshape(-1, 2)])
+    missing = unknown_users(model, dataset, truth)
+    if missing:
+        users = len(np.unique(np.asarray(truth).reshape(-1, 2)[:, 0]))
+        raise NotScorableError(
+            f"{len(missing)} of the {users} {part} users are unknown to it (e.g. {missing[:3]})"
+        )
+    columns = item_columns(model.item_ids, dataset.item_ids)
+    known = columns >= 0
+
+    def score_fn(users: torch.Tensor) -> torch.Tensor:
+        raw = dataset.user_ids[users.cpu().numpy()].tolist()
+        scores = np.asarray(model.score_users_raw(raw), dtype=np.float64)
+        out = np.full((len(raw), dataset.num_items), -np.inf)
+        out[:, known] = scores[:, columns[known]]
+        return torch.from_numpy(out)
+
+    try:
+        return full_ranking_metrics(
+            score_fn, truth, exclude, split.num_users, split.num_items, ks, chunk_size=chunk_size
+        )
+    except KeyError as err:  # the model's own lookup disagrees with ours on an id
+        raise NotScorableError(str(err).strip("'\"")) from err
