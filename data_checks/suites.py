@@ -48,6 +48,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from data_checks.parts import ALL_PARTS
+
 if TYPE_CHECKING:
     from great_expectations.expectations import Expectation
 
@@ -440,10 +442,12 @@ def split_frame(split: Split) -> pd.DataFrame:
         split: The split to check.
 
     Returns:
-        Columns ``user``, ``item`` (int64) and ``part`` (``train``/``valid``/``test``).
+        Columns ``user``, ``item`` (int64) and ``part`` (``train``/``valid``/``test``/``history``; the
+        revealed history of new users in a cold-users split is a part of its own, so it is checked disjoint
+        from the others, train included).
     """
     parts: list[pd.DataFrame] = []
-    for part in SPLIT_PARTS:
+    for part in ALL_PARTS:
         pairs = np.asarray(getattr(split, part), dtype=np.int64).reshape(-1, 2)
         frame = pd.DataFrame({"user": pairs[:, 0], "item": pairs[:, 1]})
         frame["part"] = part
@@ -478,7 +482,7 @@ def split_suite(split: Split) -> TableSuite:
         ),
         gxe.ExpectCompoundColumnsToBeUnique(
             column_list=["user", "item"],
-            description="train, valid and test are pairwise disjoint (no pair in two parts)",
+            description="train, valid, test and history are pairwise disjoint (no pair in two parts)",
         ),
         gxe.ExpectColumnDistinctValuesToContainSet(
             column="part", value_set=["train"], description="the train part is not empty"

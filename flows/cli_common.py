@@ -38,7 +38,7 @@ import typer
 from rich.console import Console
 
 from tasks.config import DataConfig, DatasetName, SplitConfig, SplitMethod
-from tasks.ingest.errors import DataFormatError, DatasetNotAvailableError
+from tasks.ingest.errors import DataFormatError, DatasetNotAvailableError, SplitError
 
 if TYPE_CHECKING:
     from data_checks import ValidationReport
@@ -156,7 +156,9 @@ SplitOption = Annotated[
         "--split",
         help=(
             "How to split interactions: random (per-user ratios), temporal (per user, oldest for training), "
-            "loo (leave one out for test and one for validation), fixed (the source's own split)."
+            "loo (leave one out for test and one for validation), fixed (the source's own split), "
+            "cold-users (users held out of training, each revealing a history), cold-items (items held out "
+            "of training)."
         ),
         show_default=True,
     ),
@@ -166,6 +168,28 @@ RatiosOption = Annotated[
     typer.Option(
         "--ratios",
         help="Train, validation and test fractions for random and temporal splits; they must sum to 1.",
+        show_default=True,
+    ),
+]
+ColdFractionOption = Annotated[
+    float,
+    typer.Option(
+        "--cold-fraction",
+        help=(
+            "cold-users: fraction of users held out of training (half validate, half test); cold-items: "
+            "fraction of items held out."
+        ),
+        show_default=True,
+    ),
+]
+FoldInOption = Annotated[
+    float,
+    typer.Option(
+        "--fold-in",
+        help=(
+            "cold-users: fraction of each new user's interactions revealed as its history at inference "
+            "(oldest first when there are timestamps); the rest is evaluated."
+        ),
         show_default=True,
     ),
 ]
@@ -226,14 +250,21 @@ def data_config(
 
 
 def split_config(
-    *, method: SplitMethod = "random", ratios: tuple[float, float, float] = (0.8, 0.1, 0.1), seed: int = 2020
+    *,
+    method: SplitMethod = "random",
+    ratios: tuple[float, float, float] = (0.8, 0.1, 0.1),
+    seed: int = 2020,
+    cold_fraction: float = 0.1,
+    fold_in: float = 0.5,
 ) -> SplitConfig:
-    """Build the :class:`SplitConfig` from ``--split``, ``--ratios`` and ``--seed``.
+    """Build the :class:`SplitConfig` from ``--split``, ``--ratios``, ``--seed`` and the cold-start options.
 
     Args:
         method: ``--split``.
         ratios: ``--ratios``.
         seed: ``--seed``.
+        cold_fraction: ``--cold-fraction``.
+        fold_in: ``--fold-in``.
 
     Returns:
         The frozen config.
@@ -241,7 +272,7 @@ def split_config(
     Raises:
         pydantic.ValidationError: The ratios do not sum to 1 (the error boundary reports it).
     """
-    return SplitConfig(method=method, ratios=ratios, seed=seed)
+    return SplitConfig(method=method, ratios=ratios, seed=seed, cold_fraction=cold_fraction, fold_in=fold_in)
 
 
 def stderr_console() -> Console:
@@ -361,7 +392,7 @@ def input_message(exc: BaseException) -> str | None:
 
     from tasks.pipeline_config import RunConfigError
 
-    if isinstance(exc, DataFormatError | DatasetNotAvailableError | RunConfigError):
+    if isinstance(exc, DataFormatError | DatasetNotAvailableError | SplitError | RunConfigError):
         return _one_line(exc)
     if isinstance(exc, ValidationError):
         return describe_validation_error(exc)
@@ -377,9 +408,9 @@ def error_boundary(*, as_json: bool = False) -> Iterator[None]:
     Caught: :class:`~tasks.prepare.DataContractError` (the data broke its contract: the GX summary, or with
     ``as_json`` the report as one JSON object, on stdout, exit 1); an infrastructure failure
     (:func:`infrastructure_message`, exit 3); :class:`DataFormatError` (a file cannot be parsed),
-    :class:`DatasetNotAvailableError` (files missing or not downloadable), ``pydantic.ValidationError``
-    (an option out of range) and ``OSError`` (a path that cannot be read or written), exit 2. Anything else
-    is a bug and keeps its traceback.
+    :class:`DatasetNotAvailableError` (files missing or not downloadable), :class:`SplitError` (a split these
+    data cannot give), ``pydantic.ValidationError`` (an option out of range) and ``OSError`` (a path that
+    cannot be read or written), exit 2. Anything else is a bug and keeps its traceback.
 
     Args:
         as_json: How a broken contract is printed (the command's ``--json``).

@@ -17,8 +17,10 @@ from rich.table import Table
 
 from flows.cli_common import (
     AggregateDuplicatesOption,
+    ColdFractionOption,
     DataDirOption,
     DatasetOption,
+    FoldInOption,
     JsonOption,
     KCoreOption,
     MinInteractionsOption,
@@ -129,6 +131,8 @@ def stats_command(
     no_download: NoDownloadOption = False,
     split: SplitOption = "random",
     ratios: RatiosOption = (0.8, 0.1, 0.1),
+    cold_fraction: ColdFractionOption = 0.1,
+    fold_in: FoldInOption = 0.5,
     seed: SeedOption = 2020,
     as_json: JsonOption = False,
 ) -> None:
@@ -152,7 +156,9 @@ def stats_command(
             seed=seed,
             rating_scale=rating_scale,
         )
-        splitting = split_config(method=split, ratios=ratios, seed=seed)
+        splitting = split_config(
+            method=split, ratios=ratios, seed=seed, cold_fraction=cold_fraction, fold_in=fold_in
+        )
         with stderr_console().status(f"Loading, checking, splitting {dataset} and building graphs..."):
             prepared = prepare_data(config, splitting, min_interactions=min_interactions)
     payload: dict[str, Any] = {

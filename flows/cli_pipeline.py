@@ -3,7 +3,8 @@
 * ``gnnrec run`` runs the ``train-and-promote`` flow (on a temporary local Prefect server unless
   ``PREFECT_API_URL`` points at one) and prints the leaderboard, the champion and where to look next.
 * ``gnnrec retrain`` runs the ``retrain`` flow with the same options.
-* ``gnnrec recommend --user ID --k 10`` loads ``models:/NAME@champion`` and prints its recommendations.
+* ``gnnrec recommend --user ID --k 10`` loads ``models:/NAME@champion`` and prints its recommendations;
+  ``--history ID,ID,...`` recommends for a new user from the items it interacted with, without retraining.
 
 ``run`` and ``retrain`` share one option list (:func:`_pipeline_command`). Every option defaults to "not
 given": the parameters in effect are :class:`~tasks.pipeline_config.PipelineParams` (``retrain``: its
@@ -448,20 +449,49 @@ def _pipeline_command(kind: Literal["train-and-promote", "retrain"]) -> Callable
 
 
 def recommend(
-    user: Annotated[list[str], typer.Option("--user", "-u", help="Raw user id (repeat for several).")],
+    user: Annotated[
+        list[str] | None, typer.Option("--user", "-u", help="Raw user id (repeat for several).")
+    ] = None,
+    history: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--history",
+            help=(
+                "A new user's history: comma-separated raw item ids (repeat for several new users). Scored "
+                "by the model's new-user rule, without retraining."
+            ),
+        ),
+    ] = None,
     k: Annotated[int, typer.Option("--k", "-k", min=1, help="How many items per user.")] = 10,
     mlflow_config: MlflowConfigOption = None,
 ) -> None:
-    """Recommend the top-K unseen items for users, from the champion (models:/NAME@champion).
+    """Recommend the top-K unseen items for known users or new users' histories, from the champion.
 
     Exit 2 when there is no champion or it rejects the input; 3 when the tracking server or store failed.
     """
     import pandas as pd
 
+    users, histories = list(user or []), list(history or [])
+    if not users and not histories:
+        fail("Give --user ID (a known user) or --history ID,ID,... (a new user's items).")
+    for given in histories:
+        if not [t for t in given.split(",") if t.strip()]:
+            fail("--history is empty: give at least one raw item id, e.g. --history 50,181,258.")
     with error_boundary():
         settings = load_settings(mlflow_config)
         uri, model = load_champion_or_exit(settings)
-        out = _predict(model, pd.DataFrame({"user": parse_user_ids(user)}), k)
+        # One frame for the known users, one per history (a new user has no id: labelled by its position).
+        frames: list[tuple[str | None, pd.DataFrame]] = (
+            [(None, pd.DataFrame({"user": parse_user_ids(users)}))] if users else []
+        )
+        frames += [(f"history {n}", pd.DataFrame({"history": [h]})) for n, h in enumerate(histories, 1)]
+        outs = []
+        for label, frame in frames:
+            result = _predict(model, frame, k)
+            if label is not None:
+                result["user"] = label
+            outs.append(result)
+        out = pd.concat(outs, ignore_index=True)
     from rich.console import Console
     from rich.table import Table
 
@@ -475,13 +505,14 @@ def recommend(
         typer.echo("Users marked fallback are unknown to the model: they get the most popular items.")
 
 
-def _predict(model: Any, users: Any, k: int) -> Any:
+def _predict(model: Any, frame: Any, k: int) -> Any:
     from mlflow.exceptions import MlflowException
 
     try:
-        return model.predict(users, params={"k": k})
-    except MlflowException as err:
-        fail(f"The champion rejected the input: {' '.join(err.message.split())}")
+        return model.predict(frame, params={"k": k})
+    except (MlflowException, ValueError) as err:
+        message = err.message if isinstance(err, MlflowException) else str(err)
+        fail(f"The champion rejected the input: {' '.join(message.split())}")
 
 
 def register(app: typer.Typer) -> None:

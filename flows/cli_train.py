@@ -21,8 +21,10 @@ from rich.table import Table
 from flows.cli_common import (
     EXIT_BAD_INPUT,
     AggregateDuplicatesOption,
+    ColdFractionOption,
     DataDirOption,
     DatasetOption,
+    FoldInOption,
     JsonOption,
     KCoreOption,
     MinRatingOption,
@@ -126,6 +128,8 @@ def train(
             help="For --split fixed without validation: per-user fraction of train moved to validation.",
         ),
     ] = None,
+    cold_fraction: Annotated[float | None, ColdFractionOption.__metadata__[0]] = None,
+    fold_in: Annotated[float | None, FoldInOption.__metadata__[0]] = None,
     seed: Annotated[int | None, SeedOption.__metadata__[0]] = None,
     epochs: EpochsOption = None,
     device: DeviceOption = None,
@@ -180,7 +184,7 @@ def train(
     """
     from models import UnknownModelError, get_model
     from tasks.compat import ModelDataMismatchError, check_requirements
-    from tasks.evaluate import evaluate, popularity_metrics
+    from tasks.evaluate import evaluate, popularity_metrics, unsupported_split
     from tasks.pipeline_config import effective_params
     from tasks.prepare import prepare_data
     from tasks.train import TrainConfig, resolve_device
@@ -205,7 +209,14 @@ def train(
                 "download": False if no_download else None,
                 "synthetic_seed": seed,
             },
-            "split": {"method": split, "ratios": ratios, "valid_from_train": valid_from_train, "seed": seed},
+            "split": {
+                "method": split,
+                "ratios": ratios,
+                "valid_from_train": valid_from_train,
+                "cold_fraction": cold_fraction,
+                "fold_in": fold_in,
+                "seed": seed,
+            },
             "epochs": epochs,
             "lr": lr,
             "batch_size": batch_size,
@@ -225,6 +236,9 @@ def train(
             resolve_device(params.device)
         except RuntimeError as exc:
             fail(f"{exc}. Use --device cpu or auto.", EXIT_BAD_INPUT)
+        reason = unsupported_split(get_model(model), params.split.method)
+        if reason is not None:
+            fail(reason, EXIT_BAD_INPUT)
         extras = {
             "loss": loss,
             "negative_sampler": negative_sampler,
@@ -268,6 +282,7 @@ def train(
         "split": parts.describe(),
         "training": train_config.model_dump(mode="json", exclude={"progress"}),
         "device": trained.device,
+        "new_users": trained.model.new_users if len(parts.history) else None,
         "valid": None if valid is None else valid.to_dict(),
         "test": test.to_dict(),
         "popularity": {

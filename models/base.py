@@ -499,7 +499,20 @@ class EmbeddingRecommender(Recommender):
             return EmbeddingServable(user_emb.detach().float().cpu(), item_emb.detach().float().cpu())
 
 
-def fold_in(item_emb: Tensor, history: History, *, ridge: float = 1.0) -> Tensor:
+FOLD_IN_RIDGE = 10.0
+"""Default relative ridge of :func:`fold_in`, chosen on the validation new users of cold-users splits.
+
+Validation NDCG@20 of the new users (``--split cold-users``, defaults, seed 2020; models trained 90 s) for
+ridge 1e-3 / 0.1 / 1 / 10: MF-BPR on ML-100K 0.250 / 0.295 / 0.310 / 0.333, LightGCN on ML-100K 0.294 /
+0.282 / 0.290 / 0.297, MF-BPR on Last.fm 0.212 / 0.284 / 0.281 / 0.280 (benchmarks/RESULTS.md, "Cold start
+(issue 11)"). A weak ridge fits the few history items too closely; a strong one tends to the sum of the
+history's item embeddings, the propagation rule of LightGCN itself.
+"""
+
+
+def fold_in(
+    item_emb: Tensor, history: History, *, ridge: float = FOLD_IN_RIDGE, gram: Tensor | None = None
+) -> Tensor:
     """User vectors for new users from the embeddings of the items in their history (no training).
 
     For each user with history ``H`` the vector ``u`` minimises
@@ -509,16 +522,19 @@ def fold_in(item_emb: Tensor, history: History, *, ridge: float = 1.0) -> Tensor
     ``u = ((|H|/I) V^T V + V_H^T V_H + lam I)^-1 V_H^T 1``, one ``d x d`` solve per user, batched. A user
     with an empty history gets the zero vector (all scores 0: callers fall back to popularity).
 
-    The default ``ridge = 1`` was chosen on planted data (tests/models/planted.py, training users' own
-    histories, valid NDCG@20): 1e-3 gave 0.316 for MF and 0.387 for LightGCN, 1.0 gave 0.491 and 0.544, a
-    little above the trained rows themselves (0.463, 0.518); 1 to 30 is a plateau. A strong ridge pulls
+    On planted data (tests/models/planted.py, training users' own histories, valid NDCG@20) a ridge of 1e-3
+    gave 0.316 for MF and 0.387 for LightGCN, 1.0 gave 0.491 and 0.544, a little above the trained rows
+    themselves (0.463, 0.518); 1 to 30 is a plateau. On real new users (cold-users splits of ML-100K and
+    Last.fm) 10 is best on validation, hence the default :data:`FOLD_IN_RIDGE`. A strong ridge pulls
     ``u`` towards the sum of the history's item embeddings, which is how LightGCN's first layer embeds a
     user.
 
     Args:
         item_emb: Final item embeddings ``V``.
         history: The users' items.
-        ridge: Relative ridge strength.
+        ridge: Relative ridge strength (:data:`FOLD_IN_RIDGE`).
+        gram: ``V^T V`` in float64 (:func:`item_gram`), when the caller keeps it across calls: it costs
+            ``I d^2``, more than the rest of a one-user fold-in (a server scoring users one at a time).
 
     Returns:
         User vectors.
@@ -528,19 +544,64 @@ def fold_in(item_emb: Tensor, history: History, *, ridge: float = 1.0) -> Tensor
     """
     num_items, dim = item_emb.shape
     v = item_emb.to(torch.float64)
-    gram = v.T @ v  # [d, d]
+    if gram is None:
+        gram = item_gram(item_emb)  # [d, d]
+    gram = gram.to(v.device)
     lam = ridge * float(torch.diagonal(gram).sum()) / dim + 1e-12
     rows, items = history.rows, history.items
     batch = len(history)
     counts = (history.indptr[1:] - history.indptr[:-1]).to(torch.float64)
     vh = v[items]  # [nnz, d]
-    outer = torch.zeros(batch, dim, dim, dtype=torch.float64, device=v.device)
-    outer.index_add_(0, rows, vh.unsqueeze(2) * vh.unsqueeze(1))
+    outer = _history_grams(vh, history)
     rhs = torch.zeros(batch, dim, dtype=torch.float64, device=v.device).index_add_(0, rows, vh)
     eye = torch.eye(dim, dtype=torch.float64, device=v.device)
     lhs = (counts / num_items).view(-1, 1, 1) * gram + outer + lam * eye
     users = torch.linalg.solve(lhs, rhs.unsqueeze(2)).squeeze(2)
     return users.to(item_emb.dtype)
+
+
+_GRAM_BUDGET = 1 << 22
+"""Elements of the zero-padded ``[users, longest history, d]`` block :func:`_history_grams` fills at once."""
+
+
+def _history_grams(vh: Tensor, history: History) -> Tensor:
+    """``V_H^T V_H`` of every user, one batched matmul per block of users.
+
+    The histories' item rows are zero-padded to the longest one, ``[b, L, d]``, and multiplied by their own
+    transpose; blocks of ``b`` users keep the padded block under :data:`_GRAM_BUDGET` elements. This holds
+    ``L d`` numbers per user where a sum of outer products would hold ``d^2`` per history item (gigabytes
+    for a thousand users of wide embeddings).
+
+    Shapes:
+        vh ``[nnz, d]`` (the rows of ``history.items``), ``len(history) = B`` -> ``[B, d, d]``.
+    """
+    batch, dim = len(history), vh.shape[1]
+    out = torch.zeros(batch, dim, dim, dtype=vh.dtype, device=vh.device)
+    lengths = history.indptr[1:] - history.indptr[:-1]
+    if batch == 0 or vh.shape[0] == 0:
+        return out
+    longest = int(lengths.max())
+    step = max(1, _GRAM_BUDGET // (longest * dim))
+    rows = history.rows
+    position = torch.arange(vh.shape[0], device=vh.device) - history.indptr[:-1][rows]
+    indptr = history.indptr.tolist()
+    for start in range(0, batch, step):
+        end = min(batch, start + step)
+        a, b = indptr[start], indptr[end]
+        padded = torch.zeros(end - start, longest, dim, dtype=vh.dtype, device=vh.device)
+        padded[rows[a:b] - start, position[a:b]] = vh[a:b]
+        out[start:end] = padded.transpose(1, 2) @ padded
+    return out
+
+
+def item_gram(item_emb: Tensor) -> Tensor:
+    """``V^T V`` of the item embeddings in float64, the catalogue term of :func:`fold_in`.
+
+    Shapes:
+        item_emb ``[I, d]`` -> ``[d, d]``.
+    """
+    v = item_emb.to(torch.float64)
+    return v.T @ v
 
 
 def gather_rows(table: Tensor, index: Tensor) -> Tensor:

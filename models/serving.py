@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import numpy as np
 import torch
 
-from models.base import History, fold_in
+from models.base import History, fold_in, item_gram
 
 if TYPE_CHECKING:
     from models.base import Recommender
@@ -86,6 +86,7 @@ class EmbeddingServable(Servable):
         self.user_emb = user_emb.float()
         self.item_emb = item_emb.float()
         self.num_items = int(item_emb.shape[0])
+        self._gram: torch.Tensor | None = None  # V^T V, computed at the first new user and kept
 
     def score_users(self, users: np.ndarray) -> np.ndarray:
         """Dot products of the users' rows with every item."""
@@ -94,7 +95,9 @@ class EmbeddingServable(Servable):
 
     def score_history(self, indptr: np.ndarray, items: np.ndarray) -> np.ndarray:
         """Fold-in vectors (:func:`models.base.fold_in`) dotted with every item."""
-        users = fold_in(self.item_emb, _history(indptr, items))
+        if self._gram is None:
+            self._gram = item_gram(self.item_emb)
+        users = fold_in(self.item_emb, _history(indptr, items), gram=self._gram)
         return (users @ self.item_emb.T).numpy()
 
     def _save(self, folder: Path) -> dict[str, Any]:

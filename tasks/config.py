@@ -12,7 +12,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 DatasetName = Literal["synthetic", "movielens-100k", "lastfm-hetrec", "recbole", "lightgcn", "csv"]
-SplitMethod = Literal["random", "temporal", "loo", "fixed"]
+SplitMethod = Literal["random", "temporal", "loo", "fixed", "cold-users", "cold-items"]
 
 
 def form_schema(schema: dict[str, Any]) -> None:
@@ -121,14 +121,30 @@ class DataConfig(BaseModel):
 
 
 class SplitConfig(BaseModel):
-    """How interactions are split into train/valid/test."""
+    """How interactions are split into train/valid/test.
+
+    Attributes:
+        method: ``random`` (per-user ratio), ``temporal`` (per-user, by timestamp), ``loo`` (leave the last
+            or a random one out for test and one for valid), ``fixed`` (the source's own split),
+            ``cold-users`` (users held out of training whole, each revealing a history at inference time),
+            ``cold-items`` (items held out of training whole); see :mod:`tasks.split`.
+        ratios: (train, valid, test) fractions for ``random`` and ``temporal``; they must sum to 1.
+        valid_from_train: For ``fixed`` sources without a validation part, the per-user fraction of train
+            moved to validation (0 keeps train whole and leaves validation empty).
+        cold_fraction: For ``cold-users``, the fraction of all users held out of training (half of them
+            validate, half test); for ``cold-items``, the fraction of items with interactions held out.
+        fold_in: For ``cold-users``, the fraction of each held-out user's interactions revealed as its
+            history (oldest first when the dataset has timestamps); the rest is what it is evaluated on.
+        seed: Seed for every random choice.
+    """
 
     model_config = ConfigDict(frozen=True, extra="forbid", json_schema_extra=form_schema)
 
     method: SplitMethod = Field(
         default="random",
         title="Split method",
-        description="random (per-user ratios), temporal (by time), loo (leave one out) or fixed (source).",
+        description="random (per-user ratios), temporal (by time), loo (leave one out), fixed (source), "
+        "cold-users (new users with a revealed history) or cold-items (items unseen in training).",
     )
     ratios: tuple[float, float, float] = Field(
         default=(0.8, 0.1, 0.1),
@@ -141,6 +157,20 @@ class SplitConfig(BaseModel):
         lt=1.0,
         title="Validation from train",
         description="For fixed splits without validation: per-user fraction of train moved to validation.",
+    )
+    cold_fraction: float = Field(
+        default=0.1,
+        gt=0.0,
+        lt=1.0,
+        title="Cold fraction",
+        description="cold-users: fraction of users held out of training; cold-items: fraction of items.",
+    )
+    fold_in: float = Field(
+        default=0.5,
+        gt=0.0,
+        lt=1.0,
+        title="Fold-in fraction",
+        description="cold-users: share of each new user's interactions revealed as history (oldest first).",
     )
     seed: int = Field(
         default=2020, title="Split seed", description="Seed of every random choice of the split."

@@ -21,6 +21,16 @@ excluded item is never recommended: when a user has fewer than ``K`` non-exclude
 shorter than ``K`` (the empty positions count as misses). A truth item that is also excluded (a pair in
 both train and test) stays in ``R`` but can never be hit, as in the reference LightGCN evaluation.
 The popularity floor ranks items by training count, ties broken by the lower item id.
+
+**New users** (a ``cold-users`` split): a user with pairs in the split's ``history`` part has no trained row;
+it is scored by ``model.score_history`` of that history (the model's own rule for new users: fold-in, its
+network, item-item weights), never by ``score_users``, and its history items are masked like training
+items. :attr:`Metrics.history_users` counts the users scored that way.
+
+**New items** (a ``cold-items`` split): only the items without a training interaction are ranked (every
+item seen in training is masked for every user), and only users with a training interaction are
+evaluated. A model that cannot score items unseen in training (``inductive_items`` false) is refused with a
+:class:`UnsupportedSplitError` instead of being given the scores of untrained item rows.
 """
 
 from __future__ import annotations
@@ -34,6 +44,7 @@ from typing import Literal, Protocol
 import numpy as np
 import torch
 
+from models.base import History
 from tasks.split import Split
 
 Part = Literal["valid", "test"]
@@ -51,12 +62,15 @@ class Metrics:
         users_evaluated: Users with at least one truth item.
         users_skipped: Users without truth items.
         seconds: Wall time of the evaluation.
+        history_users: Evaluated users scored from their revealed history (new users of a cold-users
+            split), not from a trained row.
     """
 
     values: dict[str, float]
     users_evaluated: int
     users_skipped: int
     seconds: float
+    history_users: int = 0
 
     def __getitem__(self, key: str) -> float:
         """One metric, e.g. ``metrics["recall@20"]``."""
@@ -68,6 +82,7 @@ class Metrics:
             **self.values,
             "users_evaluated": self.users_evaluated,
             "users_skipped": self.users_skipped,
+            "history_users": self.history_users,
             "seconds": self.seconds,
         }
 
@@ -82,6 +97,32 @@ class Scorer(Protocol):
     def score_users(self, users: torch.Tensor) -> torch.Tensor:
         """Scores ``[B, I]`` of known users ``[B]`` against every item."""
         ...
+
+    def score_history(self, history: History) -> torch.Tensor:
+        """Scores ``[B, I]`` of new users described by their history."""
+        ...
+
+
+class UnsupportedSplitError(ValueError):
+    """A model that cannot be evaluated on a split; the message names the model and why.
+
+    For example a cold-items split for a model that cannot score items unseen in training.
+    """
+
+
+def unsupported_split(model: object, method: str) -> str | None:
+    """Why ``model`` (an instance or a class) cannot be evaluated on a split by ``method``, or ``None``.
+
+    Reads only the model's capability flags and the split method, so it can run before any work starts.
+    """
+    if method == "cold-items" and not getattr(model, "inductive_items", False):
+        name = getattr(model, "name", type(model).__name__)
+        return (
+            f"model '{name}' cannot score items unseen in training (it has no item features or side "
+            "information to score them from: inductive_items is false), so it cannot be evaluated on a "
+            "cold-items split; choose a model with inductive_items (gnnrec models) or another split."
+        )
+    return None
 
 
 def _device_of(model: object) -> torch.device:
@@ -304,11 +345,108 @@ def _block_sums(
 
 
 def _truth_and_exclude(split: Split, part: Part) -> tuple[np.ndarray, np.ndarray]:
+    """The part's pairs and the pairs never to recommend: train, the revealed history, and valid for test.
+
+    On a cold-items split the truth keeps only users with a training pair (the others have nothing the
+    model could rank new items for).
+    """
+    seen = [split.train.reshape(-1, 2), split.history.reshape(-1, 2)]
     if part == "valid":
-        return split.valid, split.train
-    if part == "test":
-        return split.test, np.concatenate([split.train.reshape(-1, 2), split.valid.reshape(-1, 2)])
-    raise ValueError(f"part must be 'valid' or 'test', got {part!r}.")
+        truth = split.valid
+    elif part == "test":
+        truth = split.test
+        seen.append(split.valid.reshape(-1, 2))
+    else:
+        raise ValueError(f"part must be 'valid' or 'test', got {part!r}.")
+    if split.method == "cold-items":
+        trained = np.zeros(split.num_users, dtype=bool)
+        trained[split.train[:, 0]] = True
+        truth = truth[trained[truth[:, 0]]]
+    return truth, np.concatenate(seen)
+
+
+def _cold_item_mask(split: Split) -> torch.Tensor | None:
+    """On a cold-items split, the items seen in training (masked for every user); ``None`` otherwise."""
+    if split.method != "cold-items":
+        return None
+    warm = torch.zeros(split.num_items, dtype=torch.bool)
+    warm[torch.as_tensor(split.train[:, 1], dtype=torch.long)] = True
+    return warm
+
+
+def _masking(
+    score_fn: Callable[[torch.Tensor], torch.Tensor], warm: torch.Tensor | None
+) -> Callable[[torch.Tensor], torch.Tensor]:
+    if warm is None:
+        return score_fn
+
+    def masked(users: torch.Tensor) -> torch.Tensor:
+        scores = score_fn(users)
+        return scores.masked_fill(warm.to(scores.device), -torch.inf)
+
+    return masked
+
+
+@dataclass(frozen=True)
+class HistoryIndex:
+    """The split's revealed history as CSR over all user ids, to build :class:`History` batches from.
+
+    Attributes:
+        indptr: ``items[indptr[u]:indptr[u + 1]]`` are user ``u``'s history items, long ``[U + 1]``.
+        items: Internal item ids, long ``[nnz]``.
+    """
+
+    indptr: torch.Tensor
+    items: torch.Tensor
+
+    @classmethod
+    def from_split(cls, split: Split) -> HistoryIndex:
+        """The CSR of ``split.history`` (empty rows for users without one)."""
+        pairs = np.unique(split.history.reshape(-1, 2).astype(np.int64), axis=0)
+        counts = np.bincount(pairs[:, 0], minlength=split.num_users) if len(pairs) else None
+        indptr = np.zeros(split.num_users + 1, dtype=np.int64)
+        if counts is not None:
+            indptr[1:] = np.cumsum(counts)
+        return cls(torch.from_numpy(indptr), torch.from_numpy(pairs[:, 1].copy()))
+
+    @property
+    def has_history(self) -> torch.Tensor:
+        """Whether each user has a revealed history (is a new user), bool ``[U]``."""
+        return self.indptr[1:] > self.indptr[:-1]
+
+    def of(self, users: torch.Tensor) -> History:
+        """The histories of ``users`` ``[B]`` (internal ids, CPU) as one :class:`History` batch."""
+        starts, ends = self.indptr[users], self.indptr[users + 1]
+        lengths = ends - starts
+        indptr = torch.zeros(len(users) + 1, dtype=torch.long)
+        indptr[1:] = torch.cumsum(lengths, 0)
+        offsets = torch.arange(int(indptr[-1])) - torch.repeat_interleave(indptr[:-1], lengths)
+        return History(indptr, self.items[torch.repeat_interleave(starts, lengths) + offsets])
+
+
+def routed_score_fn(model: Scorer, index: HistoryIndex) -> Callable[[torch.Tensor], torch.Tensor]:
+    """``score_fn(users)``: ``score_history`` for users with a revealed history, ``score_users`` for others.
+
+    A new user has no trained row (its id exists but it never trained), so its scores must come from its
+    history; a chunk with both kinds is assembled row by row.
+    """
+    new_user = index.has_history
+
+    def score_fn(users: torch.Tensor) -> torch.Tensor:
+        is_new = new_user[users.cpu()]
+        if not bool(is_new.any()):
+            return model.score_users(users)
+        history = index.of(users.cpu()[is_new])
+        new_scores = model.score_history(history.to(users.device))
+        if bool(is_new.all()):
+            return new_scores
+        known_scores = model.score_users(users[~is_new.to(users.device)])
+        out = torch.empty(len(users), new_scores.shape[1], dtype=new_scores.dtype, device=new_scores.device)
+        out[is_new.to(out.device)] = new_scores
+        out[~is_new.to(out.device)] = known_scores.to(out.dtype)
+        return out
+
+    return score_fn
 
 
 def evaluate(
@@ -324,10 +462,13 @@ def evaluate(
 
     Training items are masked; for ``test`` the validation items are masked too. Inside
     ``model.inference()`` the model's precomputation (propagation, for graph models) is done once, then users
-    are scored chunk by chunk with ``model.score_users``. The model's training mode is restored afterwards.
+    are scored chunk by chunk with ``model.score_users``, or, for new users of a cold-users split, with
+    ``model.score_history`` of their revealed history (masked too). On a cold-items split only items unseen
+    in training are ranked. The model's training mode is restored afterwards.
 
     Args:
-        model: A recommender (``inference()`` and ``score_users(users) -> [B, I]``).
+        model: A recommender (``inference()``, ``score_users(users) -> [B, I]`` and
+            ``score_history(history) -> [B, I]``).
         split: The split whose ``part`` is evaluated.
         part: ``valid`` or ``test``.
         ks: Cut-offs.
@@ -336,14 +477,21 @@ def evaluate(
 
     Returns:
         The metrics; ``seconds`` includes the precomputation.
+
+    Raises:
+        UnsupportedSplitError: The model cannot be evaluated on this split (:func:`unsupported_split`).
     """
     start = time.perf_counter()
+    reason = unsupported_split(model, split.method)
+    if reason is not None:
+        raise UnsupportedSplitError(reason)
     truth, exclude = _truth_and_exclude(split, part)
+    index = HistoryIndex.from_split(split)
     with model.inference():
         if device is None:
             device = _device_of(model)
         metrics = full_ranking_metrics(
-            model.score_users,
+            _masking(routed_score_fn(model, index), _cold_item_mask(split)),
             truth,
             exclude,
             split.num_users,
@@ -352,7 +500,9 @@ def evaluate(
             chunk_size=chunk_size,
             device=device,
         )
-    return replace(metrics, seconds=time.perf_counter() - start)
+    truth_users = torch.unique(torch.as_tensor(truth, dtype=torch.long).reshape(-1, 2)[:, 0])
+    history_users = int(index.has_history[truth_users].sum())
+    return replace(metrics, seconds=time.perf_counter() - start, history_users=history_users)
 
 
 def popularity_metrics(
@@ -365,7 +515,8 @@ def popularity_metrics(
 ) -> Metrics:
     """The popularity floor: every user gets the most-interacted training items, with the same masking.
 
-    Items are ranked by training count, ties broken by the lower item id.
+    Items are ranked by training count, ties broken by the lower item id. New users' histories are masked as
+    in :func:`evaluate`; on a cold-items split every ranked item has count 0, so the floor is the id order.
 
     Args:
         split: The split whose ``part`` is evaluated.
@@ -385,7 +536,7 @@ def popularity_metrics(
     # represents it exactly enough for any realistic catalogue.
     popularity = (counts - torch.arange(split.num_items, dtype=torch.float64) / split.num_items).to(dev)
     return full_ranking_metrics(
-        lambda users: popularity.expand(len(users), -1).clone(),
+        _masking(lambda users: popularity.expand(len(users), -1).clone(), _cold_item_mask(split)),
         truth,
         exclude,
         split.num_users,

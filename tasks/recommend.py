@@ -15,7 +15,9 @@ Input: a DataFrame with a ``user`` column of raw user ids and/or a ``history`` c
 otherwise the ``k`` inference parameter (default 10). A row with a non-empty ``history`` is a **new user**:
 it is scored from that history by the model's own rule (fold-in, its network, or item-item weights;
 :attr:`models.base.Recommender.new_users`) without retraining, and the history's items are not
-recommended. A history item the model does not know raises ``ValueError`` naming it. Output: one row per
+recommended. A missing history (``None``/null) means "no history"; a history given but empty (``""``, ``[]``)
+or naming an item the model does not know is bad input: :class:`BadRecommendationInput`, one line naming the
+row and the items, which the MLflow scoring server answers with HTTP 400. Output: one row per
 recommendation with columns ``user`` (as given), ``rank`` (1..K), ``item`` (raw item id), ``score`` and
 ``fallback``.
 
@@ -34,9 +36,25 @@ import numpy as np
 import pandas as pd
 
 try:  # mlflow is a dependency, but keep the pure functions importable without it
+    from mlflow.exceptions import MlflowException
+    from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
     from mlflow.pyfunc import PythonModel
 except ImportError:  # pragma: no cover
     PythonModel = object  # type: ignore[assignment,misc]
+    MlflowException = Exception  # type: ignore[assignment,misc]
+    INVALID_PARAMETER_VALUE = 0  # type: ignore[assignment]
+
+
+class BadRecommendationInput(MlflowException, ValueError):
+    """Input the served model cannot use (an empty history, an unknown history item); one line.
+
+    An ``MlflowException`` with ``INVALID_PARAMETER_VALUE``, so ``mlflow models serve`` answers HTTP 400 with
+    this message instead of a 500-style "unexpected error"; a ``ValueError`` for in-process callers.
+    """
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, error_code=INVALID_PARAMETER_VALUE)
+
 
 if TYPE_CHECKING:
     from mlflow.models.model import ModelInfo
@@ -344,24 +362,37 @@ class ServedRecommender(PythonModel):
             raise KeyError(f"users unknown to this model: {unknown}")
         return self.servable.score_users(internal).astype(np.float64)
 
-    def history_items(self, history: Any) -> np.ndarray:
+    def history_items(self, history: Any, row: int | None = None) -> np.ndarray:
         """Internal item ids of a raw history (comma-separated text or a list); duplicates dropped.
 
+        ``None`` (or a float NaN, how a JSON null arrives) is "no history" and gives an empty array.
+
+        Args:
+            history: The raw history.
+            row: Its row in the input, named in messages.
+
         Raises:
-            ValueError: naming the history items this model does not know.
+            BadRecommendationInput: a history given but empty, or naming items this model does not know.
         """
         if history is None or (isinstance(history, float) and np.isnan(history)):
             return np.zeros(0, dtype=np.int64)
+        where = "" if row is None else f" (row {row})"
         tokens = (
             [t.strip() for t in history.split(",") if t.strip()]
             if isinstance(history, str)
             else list(history)
         )
+        if not tokens:
+            raise BadRecommendationInput(
+                f"the history{where} is empty: give at least one raw item id (comma-separated), or no "
+                "history at all for the popularity fallback"
+            )
         keys = [_id_key(t, self.item_ids) for t in tokens]
         unknown = [t for t, key in zip(tokens, keys, strict=True) if key not in self._item_index]
         if unknown:
-            raise ValueError(
-                f"history item(s) {unknown[:5]} are not in this model's catalogue of {len(self.item_ids)} "
+            shown = ", ".join(str(t) for t in unknown[:5]) + (", ..." if len(unknown) > 5 else "")
+            raise BadRecommendationInput(
+                f"history item(s) {shown}{where} are not in this model's catalogue of {len(self.item_ids)} "
                 "items; pass raw item ids the model was trained on"
             )
         return np.unique(np.array([self._item_index[k] for k in keys], dtype=np.int64))
@@ -383,7 +414,8 @@ class ServedRecommender(PythonModel):
             when fewer unseen items remain).
 
         Raises:
-            ValueError: on a frame with neither column, ``k < 1``, or an unknown history item.
+            ValueError: on a frame with neither column or ``k < 1``.
+            BadRecommendationInput: an empty history or an unknown history item (a ``ValueError`` too).
         """
         frame = model_input if isinstance(model_input, pd.DataFrame) else pd.DataFrame(model_input)
         if "user" not in frame.columns and "history" not in frame.columns:
@@ -402,7 +434,7 @@ class ServedRecommender(PythonModel):
             ks = np.where(np.isfinite(column), column, default_k).astype(np.int64)
         raw_users = frame["user"].tolist() if "user" in frame.columns else [None] * n
         histories = (
-            [self.history_items(h) for h in frame["history"].tolist()]
+            [self.history_items(h, row) for row, h in enumerate(frame["history"].tolist())]
             if "history" in frame.columns
             else [np.zeros(0, np.int64)] * n
         )

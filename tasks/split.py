@@ -1,4 +1,4 @@
-"""Train/validation/test splits: random per-user, temporal per-user, leave-one-out and fixed.
+"""Train/validation/test splits: random per-user, temporal per-user, leave-one-out, fixed, and cold start.
 
 Every method works per user and is vectorised: interactions are ordered within each user by a key (a
 seeded random number, or the timestamp with a random tie-break), each gets its rank inside its user's
@@ -16,6 +16,27 @@ So every user keeps at least one training interaction, users with three or more 
 (and, when a validation ratio is set, one validation) interaction, and users with one or two interactions
 may have no held-out one. ``random`` draws the held-out interactions at random; ``temporal`` trains on the
 oldest and tests on the newest.
+
+**Cold users** (``cold-users``): users unseen in training, served from a history they reveal.
+
+* Eligible users have at least two interactions (one to reveal, one to predict). ``n_cold =
+  round(cold_fraction * num_users)`` of them are drawn (seeded); fewer than two, or more than the eligible
+  users, is a :class:`~tasks.ingest.errors.SplitError`.
+* The first ``n_cold // 2`` drawn are **validation** users (model selection, early stopping), the others
+  **test** users; every other user keeps all its interactions in ``train``.
+* Each cold user reveals ``n_hist = round(n * fold_in)`` of its ``n`` interactions, clipped to ``[1, n - 1]``,
+  as its ``history`` part: the oldest ones when the dataset has timestamps (ties broken at random), random
+  ones otherwise. The rest are its ``valid`` or ``test`` pairs.
+
+So a cold user keeps its id but has no training pair; its history and its held-out pairs are disjoint and
+together are all its interactions. Evaluation scores it with ``Recommender.score_history`` of its history,
+which is masked (:func:`tasks.evaluate.evaluate`).
+
+**Cold items** (``cold-items``): ``n_cold = round(cold_fraction * I')`` of the ``I'`` items with
+interactions are drawn (at least two); the first ``n_cold // 2`` are validation items, the rest test items.
+Every interaction with a validation item is in ``valid``, with a test item in ``test``, the others in
+``train``. Only models that score items from their features (``inductive_items``) can be evaluated on it;
+evaluation ranks the items unseen in training (:func:`tasks.evaluate.evaluate`).
 """
 
 from __future__ import annotations
@@ -25,8 +46,11 @@ import numpy as np
 from data_checks.parts import PARTS, Split
 from tasks.config import SplitConfig
 from tasks.ingest.dataset import Dataset
+from tasks.ingest.errors import SplitError
 
-__all__ = ["PARTS", "Split", "split_dataset"]
+__all__ = ["PARTS", "Split", "SplitError", "split_dataset"]
+
+_HISTORY = 3  # part code of a cold user's revealed history
 
 
 def split_dataset(dataset: Dataset, config: SplitConfig) -> Split:
@@ -41,15 +65,15 @@ def split_dataset(dataset: Dataset, config: SplitConfig) -> Split:
         dataset's interaction order.
 
     Raises:
-        ValueError: ``temporal`` on a dataset without timestamps, or ``fixed`` on a dataset without a split
-            of its own.
+        SplitError: ``temporal`` on a dataset without timestamps, ``fixed`` on a dataset without a split
+            of its own, or a cold split with fewer than two cold users or items.
     """
     rng = np.random.default_rng(config.seed)
     if config.method == "random":
         part = _ratio_split(dataset.user, rng.random(dataset.num_interactions), config.ratios)
     elif config.method == "temporal":
         if dataset.timestamp is None:
-            raise ValueError(
+            raise SplitError(
                 f"split method 'temporal' needs timestamps, but dataset '{dataset.name}' has none; "
                 "use method 'random' or 'loo'."
             )
@@ -63,13 +87,17 @@ def split_dataset(dataset: Dataset, config: SplitConfig) -> Split:
         part = _leave_one_out(dataset.user, key)
     elif config.method == "fixed":
         if dataset.fixed_split is None:
-            raise ValueError(
+            raise SplitError(
                 f"split method 'fixed' needs the source's own split, but dataset '{dataset.name}' has none "
                 "(its interactions carry no 'split' column); use method 'random', 'temporal' or 'loo'."
             )
         part = dataset.fixed_split.astype(np.int8)
         if config.valid_from_train > 0:
             part = _move_train_to_valid(dataset.user, part, config.valid_from_train, rng)
+    elif config.method == "cold-users":
+        part = _cold_users(dataset, config, rng)
+    elif config.method == "cold-items":
+        part = _cold_items(dataset, config.cold_fraction, rng)
     else:  # pragma: no cover - SplitConfig's Literal type rejects anything else
         raise ValueError(f"unknown split method {config.method!r}")
 
@@ -82,7 +110,53 @@ def split_dataset(dataset: Dataset, config: SplitConfig) -> Split:
         train=pairs[part == 0],
         valid=pairs[part == 1],
         test=pairs[part == 2],
+        history=pairs[part == _HISTORY],
     )
+
+
+def _cold_users(dataset: Dataset, config: SplitConfig, rng: np.random.Generator) -> np.ndarray:
+    """Part codes of a cold-users split (the rule in the module docstring); 3 marks the history."""
+    counts = np.bincount(dataset.user, minlength=dataset.num_users)
+    eligible = np.flatnonzero(counts >= 2)
+    n_cold = int(_round_half_up(np.array(config.cold_fraction * dataset.num_users)))
+    if n_cold < 2 or n_cold > len(eligible):
+        raise SplitError(
+            f"a cold-users split of dataset '{dataset.name}' needs at least two new users (one to validate, "
+            f"one to test), each with at least 2 interactions: --cold-fraction {config.cold_fraction} of "
+            f"{dataset.num_users} users asks for {n_cold}, and {len(eligible)} users have 2 or more "
+            "interactions; change --cold-fraction or use a larger dataset."
+        )
+    cold = rng.choice(eligible, size=n_cold, replace=False)
+    role = np.zeros(dataset.num_users, dtype=np.int8)  # 0 warm, 1 validation user, 2 test user
+    role[cold[: n_cold // 2]] = 1
+    role[cold[n_cold // 2 :]] = 2
+    key = (
+        rng.random(dataset.num_interactions)
+        if dataset.timestamp is None
+        else _time_key(dataset.timestamp, rng)
+    )
+    rank, count = _ranks_within_user(dataset.user, key)
+    n_hist = np.clip(_round_half_up(count * config.fold_in), 1, np.maximum(count - 1, 1))
+    user_role = role[dataset.user]
+    return np.where(user_role == 0, 0, np.where(rank < n_hist, _HISTORY, user_role)).astype(np.int8)
+
+
+def _cold_items(dataset: Dataset, fraction: float, rng: np.random.Generator) -> np.ndarray:
+    """Part codes of a cold-items split: every interaction of a held-out item is in valid or test."""
+    counts = np.bincount(dataset.item, minlength=dataset.num_items)
+    eligible = np.flatnonzero(counts >= 1)
+    n_cold = int(_round_half_up(np.array(fraction * len(eligible))))
+    if n_cold < 2:
+        raise SplitError(
+            f"a cold-items split of dataset '{dataset.name}' needs at least two held-out items (one to "
+            f"validate, one to test): --cold-fraction {fraction} of {len(eligible)} items with interactions "
+            f"gives {n_cold}; raise --cold-fraction or use a larger dataset."
+        )
+    cold = rng.choice(eligible, size=n_cold, replace=False)
+    role = np.zeros(dataset.num_items, dtype=np.int8)
+    role[cold[: n_cold // 2]] = 1
+    role[cold[n_cold // 2 :]] = 2
+    return role[dataset.item]
 
 
 def _time_key(timestamp: np.ndarray, rng: np.random.Generator) -> np.ndarray:

@@ -23,7 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from models.base import Recommender
 from models.registry import get_model
 from models.samplers import make_negative_sampler
-from tasks.evaluate import METRIC_NAMES, Metrics, evaluate
+from tasks.evaluate import METRIC_NAMES, Metrics, UnsupportedSplitError, evaluate, unsupported_split
 from tasks.graphs import Graphs
 from tasks.split import Split
 
@@ -220,11 +220,16 @@ def train(
 
     Raises:
         ValueError: on an empty training part, or a checkpoint from another model or configuration.
+        UnsupportedSplitError: the model cannot be evaluated on this split (a cold-items split for a model
+            that cannot score unseen items), raised before any training.
     """
     if len(split.train) == 0:
         raise ValueError("the split has no training interactions")
     device = resolve_device(config.device)
     cls = get_model(config.model)
+    reason = unsupported_split(cls, split.method)
+    if reason is not None:
+        raise UnsupportedSplitError(reason)
     cuda_devices = [device] if device.type == "cuda" else []
 
     with torch.random.fork_rng(devices=cuda_devices):

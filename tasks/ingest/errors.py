@@ -18,3 +18,11 @@ class DataFormatError(ValueError):
 
 class DatasetNotAvailableError(RuntimeError):
     """A downloadable dataset is not on disk and cannot be fetched (offline, or the checksum failed)."""
+
+
+class SplitError(ValueError):
+    """A split that cannot be made from this dataset with these settings (one paragraph, exit 2 in the CLI).
+
+    For example a ``temporal`` split of a dataset without timestamps, or a ``cold-users`` split whose
+    fraction leaves fewer than two new users.
+    """

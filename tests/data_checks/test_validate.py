@@ -307,3 +307,15 @@ def test_split_contract() -> None:
 def test_repeats_inside_one_part_are_not_a_leak(repeat_within_part: bool) -> None:
     train = [(0, 0), (0, 0)] if repeat_within_part else [(0, 0)]
     assert validate_split(split(train, [], [(1, 1)])).success
+
+
+def test_history_of_new_users_must_be_disjoint_from_train() -> None:
+    def arr(pairs: list[tuple[int, int]]) -> np.ndarray:
+        return np.asarray(pairs, dtype=np.int64).reshape(-1, 2)
+
+    train, test = arr([(0, 0), (1, 1)]), arr([(2, 3)])
+    ok = validate_split(Split("cold-users", 0, 3, 4, train, arr([]), test, arr([(2, 2)])))
+    assert ok.success, ok.summary()
+    leak = validate_split(Split("cold-users", 0, 3, 4, train, arr([]), test, arr([(1, 1), (2, 2)])))
+    out = failed(leak, "split", "expect_compound_columns_to_be_unique")
+    assert out.unexpected_sample == ({"user": 1, "item": 1},)

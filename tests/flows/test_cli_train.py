@@ -141,3 +141,48 @@ def test_metric_must_be_computed(tmp_path):
     )
     assert result.exit_code == 2
     assert "ndcg@50" in result.output
+
+
+def _train(folder: Path, *args: str):
+    common = [
+        "train",
+        "--dataset",
+        "csv",
+        "--data-dir",
+        str(folder),
+        "--device",
+        "cpu",
+        "--batch-size",
+        "128",
+    ]
+    return runner.invoke(app, [*common, *args])
+
+
+def test_cold_users_split_reports_new_users_scored_from_their_history(tmp_path):
+    folder = write_interactions(tmp_path / "data")
+    result = _train(
+        folder, "--model", "mf", "--split", "cold-users", "--cold-fraction", "0.2", "--epochs", "3", "--json"
+    )
+    assert result.exit_code == 0, result.output
+    payload = json.loads(result.stdout)
+    split = payload["split"]
+    assert split["method"] == "cold-users" and split["history_users"] == 12
+    assert split["valid_users"] == split["test_users"] == 6
+    assert payload["test"]["history_users"] == payload["test"]["users_evaluated"] == 6
+    assert payload["new_users"].startswith("fold-in")
+    assert payload["popularity"]["test"]["users_evaluated"] == 6
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--split", "cold-users", "--cold-fraction", "0.01"], "needs at least two new users"),
+        (["--split", "cold-users", "--cold-fraction", "1.5"], "cold_fraction"),
+        (["--split", "cold-items"], "'mf' cannot score items unseen in training"),
+    ],
+)
+def test_unusable_cold_splits_exit_2_with_one_message(tmp_path, args, message):
+    folder = write_interactions(tmp_path / "data")
+    result = _train(folder, "--model", "mf", "--epochs", "1", *args)
+    assert result.exit_code == 2, result.output
+    assert message in " ".join(result.output.split()) and "Traceback" not in result.output

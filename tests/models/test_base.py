@@ -3,6 +3,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import numpy as np
 import pytest
 import torch
 
@@ -140,6 +141,44 @@ def test_score_agrees_with_pair_score(name):
     items = torch.tensor([[0, 4], [1, 2], [8, 8]])
     pairs = model.pair_score(user_emb[:3], item_emb[items])
     assert torch.allclose(pairs, full.gather(1, items), atol=1e-6)
+
+
+def test_fold_in_with_a_kept_gram_matches_and_the_servable_keeps_it() -> None:
+    from models.base import History, fold_in, item_gram
+    from models.serving import EmbeddingServable
+
+    gen = torch.Generator().manual_seed(0)
+    item_emb = torch.randn(30, 6, generator=gen)
+    history = History.from_lists([[1, 4, 9], [2], [0, 5, 7, 29]])
+    torch.testing.assert_close(
+        fold_in(item_emb, history, gram=item_gram(item_emb)), fold_in(item_emb, history)
+    )
+    servable = EmbeddingServable(torch.zeros(2, 6), item_emb)
+    first = servable.score_history(history.indptr.numpy(), history.items.numpy())
+    assert servable._gram is not None
+    again = servable.score_history(history.indptr.numpy(), history.items.numpy())
+    expected = (fold_in(item_emb, history) @ item_emb.T).numpy()
+    np.testing.assert_allclose(first, expected, rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(first, again)
+
+
+@pytest.mark.parametrize("budget", [1 << 22, 8])  # one block, or one user per block
+def test_fold_in_solves_the_stated_objective_user_by_user(budget: int, monkeypatch) -> None:
+    import models.base as base
+    from models.base import History, fold_in
+
+    monkeypatch.setattr(base, "_GRAM_BUDGET", budget)
+    gen = torch.Generator().manual_seed(1)
+    item_emb = torch.randn(25, 5, generator=gen, dtype=torch.float64)
+    lists = [[0, 3, 3, 8], [], [24], list(range(0, 25, 2))]
+    got = fold_in(item_emb, History.from_lists(lists), ridge=0.5)
+    gram = item_emb.T @ item_emb
+    lam = 0.5 * float(torch.diagonal(gram).sum()) / 5
+    for b, items in enumerate(lists):
+        vh = item_emb[sorted(set(items))]
+        lhs = len(vh) / 25 * gram + vh.T @ vh + lam * torch.eye(5, dtype=torch.float64)
+        expected = torch.linalg.solve(lhs, vh.sum(0)) if len(vh) else torch.zeros(5, dtype=torch.float64)
+        torch.testing.assert_close(got[b], expected)
 
 
 def test_fold_in_matches_a_per_user_ridge_solve_and_gives_empty_histories_zero() -> None:

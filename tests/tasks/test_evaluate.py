@@ -8,8 +8,14 @@ import pytest
 import torch
 from torch import nn
 
-from models.base import EmbeddingRecommender
-from tasks.evaluate import Metrics, evaluate, full_ranking_metrics, popularity_metrics
+from models.base import EmbeddingRecommender, History, Recommender
+from tasks.evaluate import (
+    Metrics,
+    UnsupportedSplitError,
+    evaluate,
+    full_ranking_metrics,
+    popularity_metrics,
+)
 from tasks.split import Split
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
@@ -276,3 +282,130 @@ def test_evaluate_masks_train_and_for_test_also_valid() -> None:
     )
     assert test.values == pytest.approx(direct.values)
     assert test.seconds >= 0
+
+
+# -- new users (cold-users splits) and new items (cold-items splits) ----------------------------------
+
+
+class HistoryModel(Recommender):
+    """Trained rows that rank the truth last; ``score_history`` that ranks by a per-item table.
+
+    ``score_history`` scores item ``i`` as ``history_table[i]`` plus 100 for every item in the history, so
+    an evaluation that forgets to mask the history recommends it, and one that uses the trained row misses.
+    """
+
+    name = "history-table"
+
+    def __init__(self, rows: torch.Tensor, history_table: torch.Tensor) -> None:
+        super().__init__(rows.shape[0], rows.shape[1])
+        self.rows = nn.Parameter(rows.clone())
+        self.register_buffer("history_table", history_table.clone())
+        self.histories: list[list[list[int]]] = []
+
+    @classmethod
+    def default_hparams(cls) -> dict:
+        return {}
+
+    @staticmethod
+    def search_space(trial) -> dict:
+        return {}
+
+    def score_users(self, users: torch.Tensor) -> torch.Tensor:
+        return self.rows[users] * 1.0
+
+    def score_history(self, history: History) -> torch.Tensor:
+        self.histories.append(
+            [history.items[history.indptr[b] : history.indptr[b + 1]].tolist() for b in range(len(history))]
+        )
+        return self.history_table.expand(len(history), -1) + 100.0 * history.to_dense(self.num_items)
+
+
+def cold_toy_split() -> Split:
+    # Users 0, 1 are warm; user 2 (valid) and user 3 (test) are new: no training pair, a revealed history.
+    return Split(
+        method="cold-users",
+        seed=0,
+        num_users=4,
+        num_items=5,
+        train=np.array([[0, 0], [0, 1], [1, 1], [1, 2], [0, 3]]),
+        valid=np.array([[2, 4]]),
+        test=np.array([[3, 2]]),
+        history=np.array([[2, 0], [2, 1], [3, 3]]),
+    )
+
+
+def test_new_users_are_scored_from_their_history_never_a_trained_row() -> None:
+    split = cold_toy_split()
+    rows = torch.tensor([[0.0, 0, 0, 0, 0]] * 2 + [[9.0, 9, 9, 9, -9], [9.0, 9, -9, 9, 9]])  # truth last
+    model = HistoryModel(rows, history_table=torch.tensor([0.0, 0.0, 2.0, 0.0, 3.0]))
+    valid = evaluate(model, split, "valid", ks=(1,))
+    # User 2: history {0, 1} masked (else it would win at +100), then item 4 (3.0) is first: a hit.
+    assert valid["hit@1"] == pytest.approx(1.0) and valid.history_users == 1
+    assert model.histories == [[[0, 1]]]
+    test = evaluate(model, split, "test", ks=(1,))
+    # User 3: history {3} masked, item 4 (3.0) beats its truth 2 (2.0): a miss at 1 -- the table decides.
+    assert test["hit@1"] == pytest.approx(0.0)
+    assert evaluate(model, split, "test", ks=(2,))["hit@2"] == pytest.approx(1.0)
+    assert test.to_dict()["history_users"] == 1
+
+
+def test_a_mixed_chunk_routes_each_user_to_its_own_scorer() -> None:
+    split = cold_toy_split()
+    # Put a warm user's pair in test: user 0 (trained row prefers item 4) and new user 3 share one chunk.
+    split = Split(split.method, 0, 4, 5, split.train, split.valid, np.array([[3, 2], [0, 4]]), split.history)
+    rows = torch.tensor([[0.0, 0, 0, 0, 5]] + [[0.0] * 5] * 3)
+    model = HistoryModel(rows, history_table=torch.tensor([0.0, 0.0, 4.0, 0.0, 1.0]))
+    test = evaluate(model, split, "test", ks=(1,))
+    assert test["hit@1"] == pytest.approx(1.0) and test.users_evaluated == 2 and test.history_users == 1
+
+
+def test_popularity_masks_the_history_of_new_users() -> None:
+    split = cold_toy_split()
+    # Training counts: item 1 x2, items 0, 2, 3 x1 (ties by lower id), 4 never: order 1, 0, 2, 3, 4.
+    test = popularity_metrics(split, "test", ks=(1,))
+    assert test["hit@1"] == pytest.approx(0.0)  # user 3 gets item 1 first
+    valid = popularity_metrics(split, "valid", ks=(3,))
+    # User 2's history {0, 1} is masked: it gets 2, 3, 4 and hits its truth 4 at rank 3.
+    assert valid["mrr@3"] == pytest.approx(1 / 3)
+
+
+def test_cold_items_rank_only_unseen_items_and_refuse_models_that_cannot_score_them() -> None:
+    split = Split(
+        method="cold-items",
+        seed=0,
+        num_users=3,
+        num_items=5,
+        train=np.array([[0, 0], [0, 1], [1, 1], [1, 2]]),
+        valid=np.array([[0, 3]]),
+        test=np.array([[1, 4], [2, 4]]),  # user 2 has no training pair: not evaluated
+    )
+    model = HistoryModel(torch.zeros(3, 5), torch.zeros(5))
+    with pytest.raises(UnsupportedSplitError, match="'history-table' cannot score items unseen in training"):
+        evaluate(model, split, "test")
+    model.inductive_items = True  # type: ignore[misc]
+    model.rows.data = torch.tensor([[9.0, 9, 9, 1, 0], [9.0, 9, 9, 0, 1], [0.0] * 5])
+    test = evaluate(model, split, "test", ks=(1,))
+    # Warm items 0, 1, 2 outscore everything but are masked; user 1 ranks 4 over 3: a hit.
+    assert test["hit@1"] == pytest.approx(1.0) and test.users_evaluated == 1
+    pop = popularity_metrics(split, "valid", ks=(1,))
+    assert pop["hit@1"] == pytest.approx(1.0)  # only 3 and 4 are ranked; equal counts, lower id first
+
+
+def test_mf_folded_in_beats_popularity_for_new_users_on_planted_data() -> None:
+    from tasks.config import SplitConfig
+    from tasks.graphs import build_graphs
+    from tasks.ingest.dataset import build_dataset
+    from tasks.ingest.synthetic import make_synthetic
+    from tasks.split import split_dataset
+    from tasks.train import TrainConfig, train
+
+    dataset = build_dataset(make_synthetic(400, 300, 12_000, seed=3))
+    split = split_dataset(dataset, SplitConfig(method="cold-users", cold_fraction=0.2, seed=3))
+    config = TrainConfig(model="mf", epochs=20, lr=0.01, batch_size=512, device="cpu", progress=False)
+    trained = train(build_graphs(dataset, split), split, config)
+    model_test = evaluate(trained.model, split, "test", ks=(20,))
+    pop_test = popularity_metrics(split, "test", ks=(20,))
+    assert model_test.history_users == model_test.users_evaluated == 40
+    # Early stopping followed the validation new users (scored through score_history too).
+    assert trained.best_valid is not None and trained.best_valid.history_users == 40
+    assert model_test["ndcg@20"] > 1.5 * pop_test["ndcg@20"]

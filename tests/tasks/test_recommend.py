@@ -220,6 +220,30 @@ def test_gnnrec_serve_answers_rest_refuses_bad_k_in_one_line_and_stops_on_sigter
             assert f"got {bad}" in body["message"] and f"1 to {dataset.num_items}" in body["message"]
         status, body = _post(port, {"dataframe_split": {"columns": ["user", "k"], "data": [[user, 0]]}})
         assert status == 400 and "k must be" in body["message"]
+
+        # A new user's history, no retraining: top-K unseen items; a bad history is a 400 with one message.
+        def post(history: str) -> tuple[int, dict]:
+            payload = {"dataframe_split": {"columns": ["history"], "data": [[history]]}, "params": {"k": 3}}
+            req = urllib.request.Request(
+                f"http://127.0.0.1:{port}/invocations",
+                data=json.dumps(payload).encode(),
+                headers={"Content-Type": "application/json"},
+            )
+            try:
+                with urllib.request.urlopen(req, timeout=30) as response:
+                    return response.status, json.loads(response.read())
+            except urllib.error.HTTPError as err:
+                return err.code, json.loads(err.read())
+
+        raw = [int(i) for i in dataset.item_ids[:2]]
+        status, answer = post(f"{raw[0]},{raw[1]}")
+        assert status == 200
+        assert [p["rank"] for p in answer["predictions"]] == [1, 2, 3]
+        assert not {p["item"] for p in answer["predictions"]} & set(raw)
+        status, answer = post("999999")
+        assert status == 400 and "history item(s) 999999 (row 0) are not in" in answer["message"]
+        status, answer = post("")
+        assert status == 400 and "the history (row 0) is empty" in answer["message"]
         proc.send_signal(signal.SIGTERM)  # to gnnrec serve itself, not its group
         assert proc.wait(timeout=30) is not None
         assert _port_free(port)
@@ -263,3 +287,61 @@ def test_score_users_raw_matches_embeddings_and_names_unknown_users() -> None:
     np.testing.assert_allclose(scores, [[2.0, 0.0, 2.0], [1.0, 3.0, 0.0]])
     with pytest.raises(KeyError, match="99"):
         model.score_users_raw([10, 99])
+
+
+def _served(champion_store, tmp_path: Path) -> tuple[EmbeddingRecommender, object]:
+    from tasks.config import SplitConfig
+    from tasks.split import split_dataset
+
+    _, dataset, trained = champion_store
+    model = EmbeddingRecommender()
+    model._load(
+        export_recommender(trained.model, dataset, split_dataset(dataset, SplitConfig(seed=3)), tmp_path)
+    )
+    return model, dataset
+
+
+def test_a_new_users_history_is_folded_in_without_retraining(champion_store, tmp_path: Path) -> None:
+    import torch
+
+    from models.base import History
+
+    model, dataset = _served(champion_store, tmp_path)
+    _, _, trained = champion_store
+    raw = dataset.item_ids[[3, 7, 11]].tolist()
+    out = model.predict(None, pd.DataFrame({"history": [",".join(str(i) for i in raw)]}), params={"k": 5})
+    assert out["rank"].tolist() == [1, 2, 3, 4, 5] and not out["fallback"].any()
+    assert not set(out["item"]) & set(raw)  # the history is never recommended
+    with trained.model.inference():  # the trained model's own fold-in ranks the same items first
+        scores = trained.model.score_history(History.from_lists([[3, 7, 11]]))[0]
+    scores[[3, 7, 11]] = -torch.inf
+    expected = dataset.item_ids[torch.topk(scores, 5).indices.numpy()].tolist()
+    assert out["item"].tolist() == expected
+    # A list works in-process, duplicates count once.
+    again = model.predict(None, {"history": [[raw[0], raw[1], raw[2], raw[0]]]}, params={"k": 5})
+    assert again["item"].tolist() == expected
+
+
+@pytest.mark.parametrize(
+    ("history", "message"),
+    [
+        ("", r"the history \(row 0\) is empty"),
+        (" , ", r"the history \(row 0\) is empty"),
+        ("999999,abc", r"history item\(s\) 999999, abc \(row 0\) are not in this model's catalogue"),
+    ],
+)
+def test_bad_histories_are_one_line_400_errors(champion_store, tmp_path: Path, history, message) -> None:
+    from tasks.recommend import BadRecommendationInput
+
+    model, _ = _served(champion_store, tmp_path)
+    with pytest.raises(BadRecommendationInput, match=message) as info:
+        model.predict(None, pd.DataFrame({"history": [history]}))
+    assert "\n" not in info.value.message and info.value.get_http_status_code() == 400
+
+
+def test_a_missing_history_beside_known_users_is_no_history(champion_store, tmp_path: Path) -> None:
+    model, dataset = _served(champion_store, tmp_path)
+    known = int(dataset.user_ids[0])
+    frame = pd.DataFrame({"user": [known, None], "history": [None, str(dataset.item_ids[2])]})
+    out = model.predict(None, frame, params={"k": 3})
+    assert len(out) == 6 and not out["fallback"].any()

@@ -9,7 +9,7 @@ import pytest
 from tasks.config import SplitConfig
 from tasks.ingest.dataset import Dataset, build_dataset
 from tasks.ingest.tables import RawTables
-from tasks.split import Split, split_dataset
+from tasks.split import Split, SplitError, split_dataset
 
 
 def _dataset(seed: int = 0, num_users: int = 60, num_items: int = 40, timestamps: bool = True) -> Dataset:
@@ -187,3 +187,135 @@ def test_describe_and_part() -> None:
     assert len(split.fingerprint) == 16
     with pytest.raises(KeyError, match="unknown split part 'val'"):
         split.part("val")
+
+
+# -- cold start ---------------------------------------------------------------------------------------
+
+
+def _cold_dataset(seed: int = 0, num_users: int = 80, timestamps: bool = True) -> Dataset:
+    """Users with 2..25 distinct items each (every user is eligible for a cold split)."""
+    rng = np.random.default_rng(seed)
+    counts = rng.integers(2, 26, size=num_users)
+    user = np.repeat(np.arange(num_users), counts)
+    item = np.concatenate([rng.choice(40, size=c, replace=False) for c in counts])
+    return Dataset(
+        name="tiny-cold",
+        user=user.astype(np.int64),
+        item=item.astype(np.int64),
+        rating=None,
+        timestamp=rng.integers(0, 30, size=len(user)).astype(np.int64) if timestamps else None,
+        user_ids=np.arange(num_users),
+        item_ids=np.arange(40),
+    )
+
+
+def _user_items(pairs: np.ndarray, user: int) -> set[int]:
+    return set(pairs[pairs[:, 0] == user, 1].tolist())
+
+
+@pytest.mark.parametrize("timestamps", [True, False])
+def test_cold_users_are_held_out_whole_and_reveal_a_history(timestamps: bool) -> None:
+    ds = _cold_dataset(timestamps=timestamps)
+    split = split_dataset(ds, SplitConfig(method="cold-users", cold_fraction=0.25, fold_in=0.5, seed=1))
+    valid_users, test_users = set(split.valid[:, 0].tolist()), set(split.test[:, 0].tolist())
+    cold = valid_users | test_users
+    assert len(cold) == 20 and len(valid_users) == 10 and not valid_users & test_users
+    assert set(split.history[:, 0].tolist()) == cold
+    assert not cold & set(split.train[:, 0].tolist())  # zero training pairs for a new user
+    counts = np.bincount(ds.user, minlength=ds.num_users)
+    for u in cold:
+        history = _user_items(split.history, u)
+        held_out = _user_items(split.valid, u) | _user_items(split.test, u)
+        assert not history & held_out
+        assert history | held_out == set(ds.item[ds.user == u].tolist())
+        assert len(history) == min(max(int(np.floor(counts[u] * 0.5 + 0.5)), 1), counts[u] - 1)
+    for u in set(range(ds.num_users)) - cold:  # warm users train on everything
+        assert _user_items(split.train, u) == set(ds.item[ds.user == u].tolist())
+    _assert_partition_with_history(ds, split)
+
+
+def _assert_partition_with_history(ds: Dataset, split: Split) -> None:
+    parts = ("train", "valid", "test", "history")
+    union = np.concatenate([_keys(split.part(p), ds.num_items) for p in parts])
+    np.testing.assert_array_equal(np.sort(union), np.sort(ds.user * ds.num_items + ds.item))
+
+
+def test_cold_users_reveal_their_oldest_interactions_first() -> None:
+    ds = _cold_dataset()
+    split = split_dataset(ds, SplitConfig(method="cold-users", cold_fraction=0.25, seed=2))
+    stamp = dict(zip((ds.user * ds.num_items + ds.item).tolist(), ds.timestamp.tolist(), strict=True))
+    for u in set(split.history[:, 0].tolist()):
+        held = np.concatenate([split.valid[split.valid[:, 0] == u], split.test[split.test[:, 0] == u]])
+        newest_revealed = max(stamp[u * ds.num_items + i] for i in _user_items(split.history, u))
+        oldest_held_out = min(stamp[u * ds.num_items + i] for i in held[:, 1].tolist())
+        assert newest_revealed <= oldest_held_out
+
+
+def test_cold_splits_are_seeded_and_fingerprint_their_history() -> None:
+    ds = _cold_dataset()
+    config = SplitConfig(method="cold-users", cold_fraction=0.25, seed=5)
+    a, b = split_dataset(ds, config), split_dataset(ds, config)
+    for part in ("train", "valid", "test", "history"):
+        np.testing.assert_array_equal(a.part(part), b.part(part))
+    assert a.fingerprint == b.fingerprint
+    assert split_dataset(ds, config.model_copy(update={"seed": 6})).fingerprint != a.fingerprint
+    # Same train/valid/test, a different revealed history: the fingerprint must change.
+    moved = Split(a.method, a.seed, a.num_users, a.num_items, a.train, a.valid, a.test, a.history[:-1])
+    assert moved.fingerprint != a.fingerprint
+    info = a.describe()
+    assert info["history"] == len(a.history) and info["history_users"] == 20
+
+
+def test_splits_without_new_users_keep_their_fingerprint() -> None:
+    ds = _dataset()
+    split = split_dataset(ds, SplitConfig(method="random", seed=3))
+    assert len(split.history) == 0 and split.describe()["history"] == 0
+    # The hash of the three parts alone, as every split had before the history part existed.
+    import hashlib
+
+    h = hashlib.sha256()
+    h.update(f"random|3|{split.num_users}|{split.num_items}".encode())
+    for name in ("train", "valid", "test"):
+        pairs = split.part(name)
+        h.update(f"|{name}:{len(pairs)}|".encode())
+        h.update(np.ascontiguousarray(pairs, dtype=np.int64).tobytes())
+    assert split.fingerprint == h.hexdigest()[:16]
+
+
+@pytest.mark.parametrize(
+    ("num_users", "fraction", "method"),
+    [(10, 0.1, "cold-users"), (80, 0.01, "cold-users"), (20, 0.02, "cold-items")],
+)
+def test_cold_split_with_too_few_users_or_items_is_one_clear_error(
+    num_users: int, fraction: float, method: str
+) -> None:
+    ds = _cold_dataset(num_users=num_users)
+    with pytest.raises(SplitError, match=f"a {method} split of dataset 'tiny-cold' needs at least two"):
+        split_dataset(ds, SplitConfig(method=method, cold_fraction=fraction))
+
+
+def test_cold_users_need_two_interactions_each() -> None:
+    ds = _dataset(num_users=12)  # users 0..3 have 1..4 interactions; only those with 2+ are eligible
+    single = Dataset(
+        name="singles",
+        user=np.arange(30, dtype=np.int64),
+        item=np.arange(30, dtype=np.int64) % 7,
+        rating=None,
+        timestamp=None,
+        user_ids=np.arange(30),
+        item_ids=np.arange(7),
+    )
+    with pytest.raises(SplitError, match="0 users have 2 or more interactions"):
+        split_dataset(single, SplitConfig(method="cold-users", cold_fraction=0.5))
+    split = split_dataset(ds, SplitConfig(method="cold-users", cold_fraction=0.5, seed=0))
+    assert 0 not in set(split.history[:, 0].tolist())  # user 0 has a single interaction
+
+
+def test_cold_items_are_held_out_of_training_whole() -> None:
+    ds = _cold_dataset()
+    split = split_dataset(ds, SplitConfig(method="cold-items", cold_fraction=0.2, seed=3))
+    valid_items, test_items = set(split.valid[:, 1].tolist()), set(split.test[:, 1].tolist())
+    assert len(valid_items | test_items) == 8 and not valid_items & test_items
+    assert not (valid_items | test_items) & set(split.train[:, 1].tolist())
+    assert len(split.history) == 0
+    _assert_partition(ds, split)
