@@ -10,7 +10,10 @@ https://arxiv.org/abs/1806.01973.
   makes a fresh model usable.
 * **Convolve** (the paper's Algorithm 1): ``n_v = sum_t alpha_t ReLU(Q h_t + q)`` (importance pooling: the
   visit-count-weighted mean), ``z_v = ReLU(W [h_v ; n_v] + w)``, ``z_v <- z_v / ||z_v||``; ``num_layers``
-  of them, then the dense ``G2 ReLU(G1 z + g)``. The layer-0 input is a learned item id embedding plus a
+  of them, then the dense ``G2 ReLU(G1 z + g)``. With ``residual=True`` (the default here, not in the paper)
+  the item's layer-0 input is added to that output: through the normalised ReLU layers alone the id
+  embeddings train slowly (planted data, 8 epochs: valid NDCG@20 0.20 without, 0.53 with; popularity 0.17,
+  MF 0.48). The layer-0 input is a learned item id embedding plus a
   projection of ``Graphs.item_features`` when the data has them (features only with ``use_item_ids=False``).
 * **Users** are the mean of the final embeddings of the items they interacted with; a score is the dot
   product. So a user unseen in training is embedded from its history exactly as a training user is from
@@ -61,7 +64,14 @@ class PinSageConv(nn.Module):
         self.q.reset_parameters()
         self.w.reset_parameters()
 
-    def forward(self, h_src: Tensor, h_self: Tensor, neighbors: Tensor, alpha: Tensor) -> Tensor:
+    def forward(
+        self,
+        h_src: Tensor,
+        h_self: Tensor,
+        neighbors: Tensor,
+        alpha: Tensor,
+        operator: tuple[Tensor, Tensor] | None = None,
+    ) -> Tensor:
         """Importance pooling of the neighbours, concatenation with the node, dense layer, L2 normalisation.
 
         A message ``ReLU(Q h_t + q)`` depends only on the neighbour, so it is computed once per source row
@@ -72,15 +82,35 @@ class PinSageConv(nn.Module):
             h_self: The nodes' own representations.
             neighbors: Row of ``h_src`` of each neighbour (any valid row for padding).
             alpha: Importance weights (normalised visit counts; 0 for padding).
+            operator: The same pooling as a sparse matrix ``A [n, m]`` (``A[v, t] = alpha``) and its
+                transpose, for the full item graph: one sparse product forward and one backward.
 
         Shapes:
             h_src ``[m, d]``, h_self ``[n, d]``, neighbors ``[n, T]``, alpha ``[n, T]`` -> ``[n, d_out]``.
         """
         messages = F.relu(self.q(h_src))
-        gathered = messages.index_select(0, neighbors.reshape(-1)).view(*neighbors.shape, -1)
-        pooled = (alpha.unsqueeze(-1) * gathered).sum(1)
+        if operator is not None:
+            pooled = _FixedSpmm.apply(operator[0], operator[1], messages)
+        else:
+            # One fused gather + weighted sum (embedding_bag), not an [n, T, d] intermediate.
+            pooled = F.embedding_bag(
+                neighbors, messages, per_sample_weights=alpha.to(messages.dtype), mode="sum"
+            )
         z = F.relu(self.w(torch.cat([h_self, pooled], dim=-1)))
         return F.normalize(z, dim=-1)
+
+
+class _FixedSpmm(torch.autograd.Function):
+    """``A @ X`` for a fixed sparse ``A`` whose transpose is given: the backward is ``A^T @ dY``."""
+
+    @staticmethod
+    def forward(ctx: Any, a: Tensor, a_t: Tensor, x: Tensor) -> Tensor:
+        ctx.a_t = a_t
+        return torch.sparse.mm(a, x)
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[None, None, Tensor]:
+        return None, None, torch.sparse.mm(ctx.a_t, grad)
 
 
 @register_model
@@ -99,6 +129,7 @@ class PinSage(Recommender):
         walk_length: Item -> user -> item hops per walk.
         restart_prob: Probability of restarting a walk at its source before each hop after the first.
         margin: Max-margin loss margin; 0 uses the trainer's loss (BPR).
+        residual: Add the item's layer-0 input to the output (not in the paper; see the module docstring).
         hard_rank_low: First visit-count rank (0-based) hard negatives are drawn from.
         hard_rank_high: One past the last rank.
         max_hard_negatives: Cap of the curriculum (hard negatives per positive); 0 disables them.
@@ -106,7 +137,6 @@ class PinSage(Recommender):
         use_item_ids: Learn an id embedding per item (always, when the data has no item features).
         reg_weight: Batch L2 on the id-embedding rows a batch touches.
         init_std: Standard deviation of the id embeddings' normal initialisation.
-        inference_chunk: Items per chunk of the full-graph inference.
     """
 
     name: ClassVar[str] = "pinsage"
@@ -133,6 +163,7 @@ class PinSage(Recommender):
         walk_length: int = 2,
         restart_prob: float = 0.0,
         margin: float = 0.0,
+        residual: bool = True,
         hard_rank_low: int = 10,
         hard_rank_high: int = 50,
         max_hard_negatives: int = 2,
@@ -140,7 +171,6 @@ class PinSage(Recommender):
         use_item_ids: bool = True,
         reg_weight: float = 1e-5,
         init_std: float = 0.1,
-        inference_chunk: int = 8192,
     ) -> None:
         super().__init__(num_users, num_items)
         if num_layers < 1 or num_neighbors < 1 or user_sample < 1:
@@ -156,13 +186,13 @@ class PinSage(Recommender):
         self.walk_length = walk_length
         self.restart_prob = restart_prob
         self.margin = margin
+        self.residual = residual
         self.hard_rank_low = hard_rank_low
         self.hard_rank_high = hard_rank_high
         self.max_hard_negatives = max_hard_negatives
         self.user_sample = user_sample
         self.reg_weight = reg_weight
         self.init_std = init_std
-        self.inference_chunk = inference_chunk
         self.graph = GraphBuffers(ui_edge_index, num_users, num_items)
         self.register_buffer("item_features", _features(item_features, num_items), persistent=False)
         self.use_item_ids = use_item_ids or self.item_features is None
@@ -182,6 +212,7 @@ class PinSage(Recommender):
             "hard_pool", torch.zeros(num_items, hard_rank_high - hard_rank_low, dtype=torch.long)
         )
         self._epoch = 0
+        self._operator: tuple[Tensor, Tensor] | None = None
         self._record_hparams(
             embedding_dim=embedding_dim,
             num_layers=num_layers,
@@ -190,6 +221,7 @@ class PinSage(Recommender):
             walk_length=walk_length,
             restart_prob=restart_prob,
             margin=margin,
+            residual=residual,
             hard_rank_low=hard_rank_low,
             hard_rank_high=hard_rank_high,
             max_hard_negatives=max_hard_negatives,
@@ -197,7 +229,6 @@ class PinSage(Recommender):
             use_item_ids=use_item_ids,
             reg_weight=reg_weight,
             init_std=init_std,
-            inference_chunk=inference_chunk,
         )
         self.reset_parameters()
         self.refresh_neighborhoods(torch.Generator().manual_seed(0))
@@ -236,6 +267,7 @@ class PinSage(Recommender):
             "walk_length": 2,
             "restart_prob": 0.0,
             "margin": 0.0,
+            "residual": True,
             "hard_rank_low": 10,
             "hard_rank_high": 50,
             "max_hard_negatives": 2,
@@ -243,7 +275,6 @@ class PinSage(Recommender):
             "use_item_ids": True,
             "reg_weight": 1e-5,
             "init_std": 0.1,
-            "inference_chunk": 8192,
         }
 
     @staticmethod
@@ -256,6 +287,7 @@ class PinSage(Recommender):
             "num_walks": trial.suggest_categorical("num_walks", [20, 50, 100]),
             "walk_length": trial.suggest_int("walk_length", 1, 3),
             "margin": trial.suggest_categorical("margin", [0.0, 0.1, 1.0]),
+            "residual": trial.suggest_categorical("residual", [True, False]),
             "hard_rank_low": trial.suggest_categorical("hard_rank_low", [5, 10, 50]),
             "max_hard_negatives": trial.suggest_int("max_hard_negatives", 0, 4),
             "user_sample": trial.suggest_categorical("user_sample", [10, 20, 50]),
@@ -283,6 +315,7 @@ class PinSage(Recommender):
         self.neighbors.copy_(neighbors[:, : self.num_neighbors])
         self.neighbor_weights.copy_(torch.where(total > 0, top / total.clamp(min=1e-12), top))
         self.hard_pool.copy_(neighbors[:, self.hard_rank_low : self.hard_rank_high])
+        self._operator = None
 
     def on_epoch_start(self, epoch: int, generator: torch.Generator) -> None:
         """Keep the generator and epoch (curriculum); refresh the random-walk neighbourhoods from it."""
@@ -328,11 +361,16 @@ class PinSage(Recommender):
         assert x is not None
         return x
 
-    def _dense(self, h: Tensor) -> Tensor:
-        return self.g2(F.relu(self.g1(h)))
+    def _output(self, h: Tensor, items: Tensor) -> Tensor:
+        """The paper's final dense layers ``G2 ReLU(G1 h + g)``, plus the items' layer-0 input if residual."""
+        z = self.g2(F.relu(self.g1(h)))
+        return z + self.item_input(items) if self.residual else z
 
     def embed_items(self, items: Tensor) -> Tensor:
         """Mini-batch item embeddings: the paper's Algorithm 2 over the items' K-hop neighbourhoods.
+
+        When the K-hop neighbourhood covers at least half of the catalogue (small catalogues, large
+        batches), the whole item graph is computed instead (:meth:`item_embeddings`, same result).
 
         Shapes:
             items ``[n]`` -> ``[n, d]``.
@@ -341,32 +379,55 @@ class PinSage(Recommender):
         for _ in range(self.num_layers):
             nb = self.neighbors[sets[-1]]
             sets.append(torch.unique(torch.cat([sets[-1], nb[nb >= 0]])))
+            if 2 * sets[-1].numel() >= self.num_items:
+                return self.item_embeddings()[items]
         h = self.item_input(sets[-1])
         for k, conv in enumerate(self.convs):
             src, dst = sets[self.num_layers - k], sets[self.num_layers - k - 1]
             nb = self.neighbors[dst]
             alpha = torch.where(nb >= 0, self.neighbor_weights[dst], 0.0)
             h = conv(h, h[torch.searchsorted(src, dst)], torch.searchsorted(src, nb.clamp(min=0)), alpha)
-        z = self._dense(h)
+        z = self._output(h, sets[0])
         return z[torch.searchsorted(sets[0], items)]
 
+    def pooling_operator(self) -> tuple[Tensor, Tensor]:
+        """The importance pooling of the current neighbourhoods as sparse ``A [I, I]`` and ``A^T`` (cached).
+
+        ``A[v, t]`` is the normalised visit count of neighbour ``t`` of item ``v``; rebuilt after every
+        refresh, kept out of the pickle.
+        """
+        device = self.neighbors.device
+        if self._operator is None or self._operator[0].device != device:
+            valid = self.neighbors >= 0
+            rows = torch.arange(self.num_items, device=device).unsqueeze(1).expand_as(self.neighbors)[valid]
+            cols, values = self.neighbors[valid], self.neighbor_weights[valid]
+            size = (self.num_items, self.num_items)
+            a = torch.sparse_coo_tensor(
+                torch.stack([rows, cols]), values, size, check_invariants=False
+            ).coalesce()
+            a_t = torch.sparse_coo_tensor(
+                torch.stack([cols, rows]), values, size, check_invariants=False
+            ).coalesce()
+            self._operator = (a, a_t)
+        return self._operator
+
     def item_embeddings(self) -> Tensor:
-        """Full-graph inference: every item's final embedding, layer by layer, in chunks.
+        """Full-graph inference: every item's final embedding, layer by layer (one sparse product each).
 
         Shapes:
             ``[I, d]``.
         """
         device = self.neighbors.device
+        operator = self.pooling_operator()
         h = self.item_input(torch.arange(self.num_items, device=device))
         for conv in self.convs:
-            parts = []
-            for a in range(0, self.num_items, self.inference_chunk):
-                b = min(a + self.inference_chunk, self.num_items)
-                nb = self.neighbors[a:b]
-                alpha = torch.where(nb >= 0, self.neighbor_weights[a:b], 0.0)
-                parts.append(conv(h, h[a:b], nb.clamp(min=0), alpha))
-            h = torch.cat(parts)
-        return self._dense(h)
+            h = conv(h, h, self.neighbors, self.neighbor_weights, operator=operator)
+        return self._output(h, torch.arange(self.num_items, device=device))
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state["_operator"] = None
+        return state
 
     def users_from_items(self, item_emb: Tensor, history: History) -> Tensor:
         """Mean of the history items' embeddings per user (zero for an empty history).

@@ -97,12 +97,15 @@ def test_neighbourhoods_are_refreshed_every_epoch_from_the_generator(data):
 
 def test_full_graph_inference_equals_mini_batch_inference(data):
     _, _, graphs = data
-    model = PinSage.from_graphs(graphs, num_neighbors=6, embedding_dim=8, inference_chunk=50).eval()
+    model = PinSage.from_graphs(graphs, num_neighbors=2, num_layers=1, embedding_dim=8).eval()
     items = torch.tensor([3, 0, 159, 3, 77])
     with torch.no_grad():
         full = model.item_embeddings()
         mini = model.embed_items(items)
     assert torch.allclose(full[items], mini, atol=1e-5)
+    # The mini-batch path ran: these items' 1-hop neighbourhood is a small part of the catalogue.
+    reached = torch.unique(torch.cat([items, model.neighbors[items].flatten()]))
+    assert 2 * reached.numel() < graphs.num_items
 
 
 def test_curriculum_adds_one_hard_negative_per_epoch_up_to_the_cap(data):
@@ -138,7 +141,7 @@ def test_loss_falls_and_the_model_beats_popularity_on_planted_data(data, trained
     assert losses[-1] < 0.85 * losses[0]
     ours = evaluate(trained.model, split, "test", ks=(20,))
     popular = popularity_metrics(split, "test", ks=(20,))
-    assert ours["ndcg@20"] > 1.2 * popular["ndcg@20"]
+    assert ours["ndcg@20"] > 1.5 * popular["ndcg@20"]
 
 
 def test_max_margin_loss_is_the_hinge_on_score_differences(data):
