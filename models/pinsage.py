@@ -215,6 +215,7 @@ class PinSage(Recommender):
         )
         self._epoch = 0
         self._operator: tuple[Tensor, Tensor] | None = None
+        self._operator_key: tuple[Any, ...] | None = None
         self._record_hparams(
             embedding_dim=embedding_dim,
             num_layers=num_layers,
@@ -395,11 +396,13 @@ class PinSage(Recommender):
     def pooling_operator(self) -> tuple[Tensor, Tensor]:
         """The importance pooling of the current neighbourhoods as sparse ``A [I, I]`` and ``A^T`` (cached).
 
-        ``A[v, t]`` is the normalised visit count of neighbour ``t`` of item ``v``; rebuilt after every
-        refresh, kept out of the pickle.
+        ``A[v, t]`` is the normalised visit count of neighbour ``t`` of item ``v``; rebuilt whenever the
+        neighbourhood buffers change (a refresh, or ``load_state_dict`` restoring the best epoch's, which
+        bumps their version counters), kept out of the pickle.
         """
         device = self.neighbors.device
-        if self._operator is None or self._operator[0].device != device:
+        key = (device, self.neighbors._version, self.neighbor_weights._version)
+        if self._operator is None or self._operator_key != key:
             valid = self.neighbors >= 0
             rows = torch.arange(self.num_items, device=device).unsqueeze(1).expand_as(self.neighbors)[valid]
             cols, values = self.neighbors[valid], self.neighbor_weights[valid]
@@ -411,6 +414,7 @@ class PinSage(Recommender):
                 torch.stack([cols, rows]), values, size, check_invariants=False
             ).coalesce()
             self._operator = (a, a_t)
+            self._operator_key = key
         return self._operator
 
     def item_embeddings(self) -> Tensor:

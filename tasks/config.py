@@ -143,8 +143,7 @@ class SplitConfig(BaseModel):
     method: SplitMethod = Field(
         default="random",
         title="Split method",
-        description="random (per-user ratios), temporal (by time), loo (leave one out), fixed (source), "
-        "cold-users (new users with a revealed history) or cold-items (items unseen in training).",
+        description="random, temporal, loo (leave one out), fixed (source), cold-users or cold-items.",
     )
     ratios: tuple[float, float, float] = Field(
         default=(0.8, 0.1, 0.1),

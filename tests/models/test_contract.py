@@ -152,7 +152,7 @@ def test_every_model_recommends_from_a_fresh_process(data, trained, tmp_path: Pa
 
 class _NeedsSocial(Recommender):
     name: ClassVar[str] = "needs-social"
-    requires: ClassVar[frozenset[str]] = frozenset({"user_item", "social", "item_features"})
+    requires: ClassVar[frozenset[str]] = frozenset({"user_item", "social", "kg"})
 
     @classmethod
     def default_hparams(cls) -> dict[str, Any]:
@@ -173,10 +173,12 @@ def test_requirements_are_checked_before_work_and_name_the_model_and_why(data, m
     _, _, graphs = data
     monkeypatch.setitem(MODELS, "needs-social", _NeedsSocial)
     check_requirements(["mf"], graphs, "toy")
-    social_free = graphs.__class__(**{**graphs.__dict__, "social_edge_index": None, "social_adj": None})
+    social_free = graphs.__class__(
+        **{**graphs.__dict__, "social_edge_index": None, "social_adj": None, "kg_edge_index": None}
+    )
     with pytest.raises(ModelDataMismatchError) as err:
         check_requirements(["mf", "needs-social"], social_free, "toy")
     message = str(err.value)
     assert "needs-social cannot run on dataset 'toy'" in message
-    assert "social" in message and "item-features" in message
+    assert "needs social" in message and "needs kg" in message
     assert "mf cannot" not in message

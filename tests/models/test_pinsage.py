@@ -208,3 +208,15 @@ def test_export_pickles_the_network_and_a_fresh_load_scores_the_same(data, train
     buffers = sum(b.numel() * b.element_size() for name, b in model.named_buffers() if name != "hard_pool")
     assert size < 1.2 * (params + buffers) + 200_000
     assert model.hard_pool.numel() > 0  # the trained model keeps its pool; only the export drops it
+
+
+def test_pooling_operator_follows_restored_neighbourhoods(data, trained):
+    # The trainer restores the best epoch's state (neighbourhoods included) after later refreshes: the
+    # cached pooling operator must follow, or scores come from another epoch's neighbourhoods.
+    model = trained.model
+    before = model.pooling_operator()[0].to_dense().clone()
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    model.on_epoch_start(99, torch.Generator().manual_seed(123))  # a refresh draws other walks
+    assert not torch.equal(model.pooling_operator()[0].to_dense(), before)
+    model.load_state_dict(state)
+    assert torch.equal(model.pooling_operator()[0].to_dense(), before)
