@@ -5,7 +5,7 @@ Adding a model is adding its file and one import line here.
 
 from __future__ import annotations
 
-from models import lightgcn, mf, ngcf  # noqa: F401  (imported for registration)
+from models import ease, itemknn, lightgcn, mf, ngcf  # noqa: F401  (imported for registration)
 from models.base import MODELS, Recommender, UnknownModelError, lookup_model
 
 __all__ = ["MODELS", "Recommender", "UnknownModelError", "get_model"]
