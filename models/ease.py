@@ -112,13 +112,15 @@ class EASE(ItemItemRecommender):
         device = self.weights.device
         x = x.to(device)
         if num_users < num_items:
-            # P = (I - X^T K^-1 X) / lambda with K = X X^T + lambda I_U: a U x U solve.
-            xd = x.to_dense().to(dtype)  # [U, I]
-            gram_u = xd @ xd.T
+            # P = (I - X^T K^-1 X) / lambda with K = X X^T + lambda I_U: a U x U solve; both products with
+            # X^T take the sparse X, so the cost is O(U^2 I + nnz I) rather than O(I^3).
+            xs = x.to(dtype)
+            xt = xs.t().to_sparse_csr()  # [I, U]
+            gram_u = torch.sparse.mm(xs, xt).to_dense()  # X X^T, [U, U]
             gram_u.diagonal().add_(self.l2)
             chol = torch.linalg.cholesky(gram_u)
-            kx = torch.cholesky_solve(xd, chol)  # K^-1 X, [U, I]
-            p = xd.T @ kx
+            kx = torch.cholesky_solve(xs.to_dense(), chol)  # K^-1 X, [U, I]
+            p = torch.sparse.mm(xt, kx)  # X^T K^-1 X, [I, I]
             del kx
             p.neg_()
             p.diagonal().add_(1.0)
@@ -141,7 +143,8 @@ class EASE(ItemItemRecommender):
         Shapes:
             rows ``[B, I]`` -> ``[B, I]``.
         """
-        return rows @ self.weights
+        # History rows are sparse (a user has few items): a sparse-dense product costs O(nnz I), not O(B I^2).
+        return torch.sparse.mm(rows.to_sparse_csr(), self.weights)
 
     def sparse_weights(self) -> Tensor:
         """The served ``B``: each row's ``export_neighbors`` largest-magnitude weights, CSR ``[I, I]``."""
