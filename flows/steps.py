@@ -86,7 +86,8 @@ def _split_key(context: TaskRunContext, parameters: dict[str, Any]) -> str:
 
 def _graphs_key(context: TaskRunContext, parameters: dict[str, Any]) -> str:
     fingerprints = f"{parameters['dataset'].fingerprint}-{parameters['split'].fingerprint}"
-    return f"graphs-{fingerprints}-{code_version(DATA_PACKAGES)}"
+    # The Graphs type lives in models/graphs.py: a change there must not return an old pickle.
+    return f"graphs-{fingerprints}-{code_version(TRAIN_PACKAGES)}"
 
 
 def _train_key(context: TaskRunContext, parameters: dict[str, Any]) -> str:

@@ -5,7 +5,17 @@ Adding a model is adding its file and one import line here.
 
 from __future__ import annotations
 
-from models import gat, gcn, graphsage, lightgcn, mf, ngcf, pinsage  # noqa: F401  (imported for registration)
+from models import (  # noqa: F401  (imported for registration)
+    ease,
+    gat,
+    gcn,
+    graphsage,
+    itemknn,
+    lightgcn,
+    mf,
+    ngcf,
+    pinsage,
+)
 from models.base import MODELS, Recommender, UnknownModelError, lookup_model
 
 __all__ = ["MODELS", "Recommender", "UnknownModelError", "get_model"]

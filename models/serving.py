@@ -17,6 +17,7 @@ Every servable takes and returns numpy arrays; torch is a dependency of the serv
 from __future__ import annotations
 
 import json
+import warnings
 from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -163,9 +164,15 @@ class ItemItemServable(Servable):
     def _load(cls, folder: Path, manifest: dict[str, Any]) -> ItemItemServable:
         a = np.load(folder / "item_item.npz")
         n = int(manifest["num_items"])
-        weights = torch.sparse_csr_tensor(
-            torch.from_numpy(a["crow"]), torch.from_numpy(a["col"]), torch.from_numpy(a["values"]), (n, n)
-        )
+        with warnings.catch_warnings():  # written by _save from a valid CSR: no need to re-check it
+            warnings.filterwarnings("ignore", message="Sparse")
+            weights = torch.sparse_csr_tensor(
+                torch.from_numpy(a["crow"]),
+                torch.from_numpy(a["col"]),
+                torch.from_numpy(a["values"]),
+                (n, n),
+                check_invariants=False,
+            )
         return cls(weights, torch.from_numpy(a["user_indptr"]), torch.from_numpy(a["user_items"]))
 
 

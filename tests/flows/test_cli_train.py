@@ -69,6 +69,18 @@ def test_train_prints_one_json_object(tmp_path, model):
     assert payload["peak_memory"]["cuda_allocated_mib"] is None or payload["device"].startswith("cuda")
 
 
+@pytest.mark.parametrize(("model", "hparam"), [("ease", "l2=20"), ("itemknn", "topk=10")])
+def test_closed_form_model_trains_once_and_beats_popularity(tmp_path, model, hparam):
+    folder = write_interactions(tmp_path / "data")
+    args = ["train", "--model", model, "--dataset", "csv", "--data-dir", str(folder), "-p", hparam]
+    result = runner.invoke(app, [*args, "--device", "cpu", "--json"])
+    assert result.exit_code == 0, result.output
+    payload = json.loads(result.stdout)
+    assert payload["model"] == model and payload["stop_reason"] == "closed_form"
+    assert payload["epochs_run"] == 1 and payload["peak_memory"]["rss_mib"] > 10
+    assert payload["test"]["recall@10"] > payload["popularity"]["test"]["recall@10"]
+
+
 def test_training_on_this_data_beats_popularity(tmp_path):
     folder = write_interactions(tmp_path / "data")
     result = runner.invoke(

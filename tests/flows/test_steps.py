@@ -38,9 +38,10 @@ def test_cache_misses_after_a_code_change_and_hits_otherwise(prefect_harness, tm
     monkeypatch.setattr(cv, "package_root", lambda name: copies[name])
     assert graphs_flow(seed) == "Cached"  # the same source, read from elsewhere: still a hit
 
-    with (copies["models"] / "lightgcn.py").open("a") as handle:
-        handle.write("\n# an edit to a model\n")
-    assert graphs_flow(seed) == "Cached"  # the graphs do not run models/: their key ignores it
+    with (copies["models"] / "graphs.py").open("a") as handle:
+        handle.write("\n# an edit to the Graphs type\n")
+    assert graphs_flow(seed) == "Completed"  # the pickled value's class changed: an old pickle must not return
+    assert graphs_flow(seed) == "Cached"
 
     with (copies["tasks"] / "graphs.py").open("a") as handle:
         handle.write("\n# an edit to the graph builder\n")

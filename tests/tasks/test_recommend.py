@@ -345,3 +345,57 @@ def test_a_missing_history_beside_known_users_is_no_history(champion_store, tmp_
     frame = pd.DataFrame({"user": [known, None], "history": [None, str(dataset.item_ids[2])]})
     out = model.predict(None, frame, params={"k": 3})
     assert len(out) == 6 and not out["fallback"].any()
+
+
+@pytest.mark.parametrize(
+    ("name", "hparams"), [("ease", {"l2": 20.0, "export_neighbors": 60}), ("itemknn", {})]
+)
+def test_item_item_model_is_served_from_a_fresh_process(tmp_path: Path, name: str, hparams: dict) -> None:
+    """Closed-form item-item models export sparse weights that a fresh process loads and scores."""
+    import mlflow
+    import torch
+
+    from models.base import History
+    from tasks.config import SplitConfig
+    from tasks.graphs import build_graphs
+    from tasks.ingest.dataset import build_dataset
+    from tasks.ingest.synthetic import make_synthetic
+    from tasks.recommend import ServedRecommender, recommender_signature
+    from tasks.split import split_dataset
+    from tasks.train import TrainConfig, train
+
+    dataset = build_dataset(make_synthetic(num_users=40, num_items=60, num_interactions=800, seed=3))
+    split = split_dataset(dataset, SplitConfig(seed=3))
+    config = TrainConfig(model=name, hparams=hparams, progress=False, device="cpu")
+    model = train(build_graphs(dataset, split), split, config).model
+    path = tmp_path / "pyfunc"
+    mlflow.pyfunc.save_model(
+        path,
+        python_model=ServedRecommender(),
+        artifacts=export_recommender(model, dataset, split, tmp_path / "export"),
+        signature=recommender_signature(dataset.user_ids, dataset.item_ids),
+    )
+    user, history = int(dataset.user_ids[0]), [int(i) for i in dataset.item_ids[[2, 5, 7]]]
+    script = textwrap.dedent(
+        f"""
+        import json, mlflow, pandas as pd
+        model = mlflow.pyfunc.load_model({str(path)!r})
+        known = model.predict(pd.DataFrame({{"user": [{user}]}}), params={{"k": 5}})
+        new = model.predict(pd.DataFrame({{"history": [{",".join(map(str, history))!r}]}}), params={{"k": 5}})
+        print(json.dumps(pd.concat([known, new]).to_dict(orient="records")))
+        """
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = json.loads(result.stdout.strip().splitlines()[-1])
+    assert len(rows) == 10 and not any(r["fallback"] for r in rows)
+    with model.inference():
+        known = model.score_users(torch.tensor([0]))[0].double().numpy()
+        new = model.score_history(History.from_lists([[2, 5, 7]]))[0].double().numpy()
+    known[dataset.item[dataset.user == 0]] = -np.inf
+    new[[2, 5, 7]] = -np.inf
+    for scores, served in ((known, rows[:5]), (new, rows[5:])):
+        expected = np.sort(scores)[::-1][:5]
+        np.testing.assert_allclose([r["score"] for r in served], expected, rtol=1e-5)
+        internal = [int(np.searchsorted(dataset.item_ids, r["item"])) for r in served]
+        np.testing.assert_allclose(scores[internal], expected, rtol=1e-5)

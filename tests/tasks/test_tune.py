@@ -288,3 +288,26 @@ def test_device_and_the_searched_values_do_not_split_a_study_but_the_search_spac
     assert trial_settings_key(searched, space) == trial_settings_key(base, space)
     assert trial_settings_key(base, space) != trial_settings_key(base)
     assert trial_settings_key(base, space) != trial_settings_key(base, {"negative_sampler": ["uniform"]})
+
+
+@pytest.mark.parametrize("model", ["ease", "itemknn"])
+def test_closed_form_trials_report_their_single_validation(model: str) -> None:
+    """A closed-form trial is one fit and one validation: that value is the trial's, nothing is pruned."""
+    from tasks.config import SplitConfig
+    from tasks.graphs import build_graphs
+    from tasks.ingest.dataset import build_dataset
+    from tasks.ingest.synthetic import make_synthetic
+    from tasks.split import split_dataset
+    from tasks.train import train
+
+    dataset = build_dataset(make_synthetic(num_users=40, num_items=60, num_interactions=800, seed=1))
+    split = split_dataset(dataset, SplitConfig(seed=1))
+    graphs = build_graphs(dataset, split)
+    config = TrainConfig(model=model, progress=False, device="cpu")
+    result = tune(graphs, split, config, study="closed", storage=None, n_trials=4, seed=0)
+    assert result.n_trials == 4 and result.n_pruned == 0
+    assert set(result.best_params) == set(get_model(model).describe()["search_space"])
+    # The reported value is what a plain run with the chosen hyperparameters validates at.
+    rerun = train(graphs, split, config.model_copy(update={"hparams": result.best_hparams}))
+    assert rerun.best_valid is not None
+    assert rerun.best_valid["ndcg@20"] == pytest.approx(result.best_value)
