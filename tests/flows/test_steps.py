@@ -40,7 +40,7 @@ def test_cache_misses_after_a_code_change_and_hits_otherwise(prefect_harness, tm
 
     with (copies["models"] / "graphs.py").open("a") as handle:
         handle.write("\n# an edit to the Graphs type\n")
-    assert graphs_flow(seed) == "Completed"  # the pickled value's class changed: an old pickle must not return
+    assert graphs_flow(seed) == "Completed"  # the pickled class changed: an old pickle must not return
     assert graphs_flow(seed) == "Cached"
 
     with (copies["tasks"] / "graphs.py").open("a") as handle:
