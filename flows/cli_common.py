@@ -549,9 +549,9 @@ def load_settings(mlflow_config: Path | None) -> MlflowSettings:
                 probe_sqlite_store(uri)
             configure_mlflow(settings)
             if settings.study_storage.startswith("sqlite"):
-                import optuna
+                from tasks.study_storage import open_storage
 
-                optuna.storages.RDBStorage(settings.study_storage)  # creates the tables (no study) once
+                open_storage(settings.study_storage)  # creates the tables (no study) once
     return settings
 
 

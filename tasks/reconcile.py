@@ -141,10 +141,11 @@ def fail_running_trials(storage: str, *, owner: Owner | None = None) -> list[tup
     Returns:
         ``(study name, trial number)`` of each trial closed.
     """
-    import optuna
     from optuna.trial import TrialState
 
-    rdb = optuna.storages.RDBStorage(storage) if "://" in storage else storage
+    from tasks.study_storage import open_storage
+
+    rdb = open_storage(storage) if "://" in storage else storage
     assert not isinstance(rdb, str)
     closed: list[tuple[str, int]] = []
     for study in rdb.get_all_studies():

@@ -25,7 +25,6 @@ import math
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -235,21 +234,15 @@ def study_name(dataset_fingerprint: str, split_key: str, model: str, settings_ke
     return f"{model}-{dataset_fingerprint}-{split_key}-{settings_key}"
 
 
-def _ensure_sqlite_dir(storage: str | None) -> None:
-    if storage and storage.startswith("sqlite") and ":///" in storage:
-        path = storage.partition(":///")[2]
-        if path and path != ":memory:":
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
-
-
 def open_study(name: str, storage: str | None, seed: int) -> optuna.Study:
     """Create or load the study ``name`` (maximising) with a seeded TPE sampler and a median pruner."""
     import optuna
 
-    _ensure_sqlite_dir(storage)
+    from tasks.study_storage import open_storage
+
     return optuna.create_study(
         study_name=name,
-        storage=storage,
+        storage=open_storage(storage) if storage else None,
         direction="maximize",
         load_if_exists=True,
         sampler=optuna.samplers.TPESampler(seed=seed, n_startup_trials=5),

@@ -20,6 +20,7 @@ import pytest
 from mlflow import MlflowClient
 
 from tasks.reconcile import reconcile_mlflow, reconcile_optuna
+from tasks.study_storage import open_storage
 
 pytestmark = pytest.mark.slow
 
@@ -27,7 +28,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def running_trials(storage: str) -> list[int]:
-    rdb = optuna.storages.RDBStorage(storage)
+    rdb = open_storage(storage)  # the run may be creating the tables at this very moment
     return [
         t.number
         for s in rdb.get_all_studies()
