@@ -27,10 +27,10 @@ from typing import TYPE_CHECKING, Any, Literal
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch_geometric.nn import GATConv, GATv2Conv, MessagePassing
+from torch_geometric.nn import GATConv, GATv2Conv
 
-from models.base import EmbeddingRecommender, ScoreFn, Trial, gather_rows, pair_score_fn, register_model
-from models.gcn import FeatureInput, combine_layers
+from models.base import ScoreFn, Trial, gather_rows, pair_score_fn, register_model
+from models.layered import Combine, LayeredGNN
 
 if TYPE_CHECKING:
     from models.graphs import Graphs
@@ -49,7 +49,7 @@ def joint_edge_index(ui_edge_index: Tensor, num_users: int) -> Tensor:
 
 
 @register_model
-class GAT(EmbeddingRecommender):
+class GAT(LayeredGNN):
     """GAT (``GATConv`` or ``GATv2Conv`` layers, multi-head) over the joint user-item graph, BPR.
 
     Args:
@@ -72,9 +72,7 @@ class GAT(EmbeddingRecommender):
     """
 
     name = "gat"
-    family = "graph"
     edge_index: Tensor
-    convs: nn.ModuleList
 
     def __init__(
         self,
@@ -87,40 +85,41 @@ class GAT(EmbeddingRecommender):
         attention_dropout: float = 0.1,
         dropout: float = 0.1,
         version: Version = "v1",
-        combine: Literal["concat", "mean"] = "concat",
+        combine: Combine = "concat",
         reg_weight: float = 1e-4,
         init_std: float = 0.1,
         use_features: bool = True,
         user_features: Tensor | None = None,
         item_features: Tensor | None = None,
     ) -> None:
-        super().__init__(num_users, num_items, embedding_dim, reg_weight)
-        if num_layers < 1:
-            raise ValueError(f"num_layers must be >= 1, got {num_layers}")
+        super().__init__(
+            num_users,
+            num_items,
+            embedding_dim,
+            num_layers,
+            dropout,
+            combine,
+            reg_weight,
+            init_std,
+            use_features,
+            user_features,
+            item_features,
+        )
         if heads < 1 or embedding_dim % heads != 0:
             raise ValueError(
                 f"heads must be a positive divisor of embedding_dim={embedding_dim}, got {heads}"
             )
-        for label, p in (("dropout", dropout), ("attention_dropout", attention_dropout)):
-            if not 0.0 <= p < 1.0:
-                raise ValueError(f"{label} must be in [0, 1), got {p}")
+        if not 0.0 <= attention_dropout < 1.0:
+            raise ValueError(f"attention_dropout must be in [0, 1), got {attention_dropout}")
         if version not in ("v1", "v2"):
             raise ValueError(f"version must be 'v1' or 'v2', got {version!r}")
-        if combine not in ("concat", "mean"):
-            raise ValueError(f"combine must be 'concat' or 'mean', got {combine!r}")
         n = num_users + num_items
         if edge_index.dim() != 2 or edge_index.shape[0] != 2:
             raise ValueError(f"edge_index must be [2, E], got {list(edge_index.shape)}")
         if edge_index.numel() and (int(edge_index.min()) < 0 or int(edge_index.max()) >= n):
             raise ValueError(f"edge_index node ids must lie in [0, U + I) = [0, {n})")
-        self.num_layers = num_layers
         self.heads = heads
-        self.combine = combine
-        self.init_std = init_std
         self.register_buffer("edge_index", edge_index.long(), persistent=False)
-        if not use_features:
-            user_features = item_features = None
-        self.input = FeatureInput(num_users, num_items, embedding_dim, user_features, item_features)
         conv_cls = GATConv if version == "v1" else GATv2Conv
         self.convs = nn.ModuleList(
             conv_cls(
@@ -133,7 +132,6 @@ class GAT(EmbeddingRecommender):
             )
             for _ in range(num_layers)
         )
-        self.dropout = nn.Dropout(dropout)
         self._last_embeddings: tuple[Tensor, Tensor] | None = None
         self._record_hparams(
             embedding_dim=embedding_dim,
@@ -149,12 +147,14 @@ class GAT(EmbeddingRecommender):
         )
         self.reset_parameters()
 
-    def reset_parameters(self) -> None:
-        """Normal id embeddings (``init_std``); Glorot weights and attention vectors in every layer."""
-        self.input.reset_parameters(self.init_std)
-        for conv in self.convs:
-            assert isinstance(conv, MessagePassing)
-            conv.reset_parameters()
+    def apply_conv(self, conv: nn.Module, h: Tensor) -> Tensor:
+        """Multi-head attention over the joint edges (self-loops added by the layer)."""
+        out: Tensor = conv(h, self.edge_index)
+        return out
+
+    def activate(self, h: Tensor) -> Tensor:
+        """ELU, as in the paper."""
+        return F.elu(h)
 
     @classmethod
     def from_graphs(cls, graphs: Graphs, **hparams: Any) -> GAT:
@@ -172,53 +172,24 @@ class GAT(EmbeddingRecommender):
     @classmethod
     def default_hparams(cls) -> dict[str, Any]:
         """Width 64, 2 layers (the paper's depth), 2 heads of 32 (CPU cost), both dropouts 0.1."""
-        return {
-            "embedding_dim": 64,
-            "num_layers": 2,
-            "heads": 2,
-            "attention_dropout": 0.1,
-            "dropout": 0.1,
-            "version": "v1",
-            "combine": "concat",
-            "reg_weight": 1e-4,
-            "init_std": 0.1,
-            "use_features": True,
-        }
+        return {**LayeredGNN.shared_defaults(), "heads": 2, "attention_dropout": 0.1, "version": "v1"}
 
     @staticmethod
     def search_space(trial: Trial) -> dict[str, Any]:
-        """Width, depth, heads, both dropouts, GAT or GATv2, layer combination, L2 and the initial scale.
+        """The shared space (depth 1..3), heads, attention dropout and GAT or GATv2.
 
-        Heads 1..8 divide every width searched; the initial scale reaches 1e-3, as for LightGCN.
+        Heads 1..8 divide every width searched.
         """
         return {
-            "embedding_dim": trial.suggest_categorical("embedding_dim", [32, 64, 128]),
-            "num_layers": trial.suggest_int("num_layers", 1, 3),
+            **LayeredGNN.shared_search_space(trial, max_layers=3),
             "heads": trial.suggest_categorical("heads", [1, 2, 4, 8]),
             "attention_dropout": trial.suggest_float("attention_dropout", 0.0, 0.5, step=0.1),
-            "dropout": trial.suggest_float("dropout", 0.0, 0.5, step=0.1),
             "version": trial.suggest_categorical("version", ["v1", "v2"]),
-            "combine": trial.suggest_categorical("combine", ["concat", "mean"]),
-            "reg_weight": trial.suggest_float("reg_weight", 1e-6, 1e-1, log=True),
-            "init_std": trial.suggest_float("init_std", 1e-3, 0.2, log=True),
-            "use_features": trial.suggest_categorical("use_features", [True, False]),
         }
 
     def embeddings(self) -> tuple[Tensor, Tensor]:
-        """Final user and item vectors: concatenation (or mean) of the input and every layer's output.
-
-        Shapes:
-            ``[U, d (L + 1)]``, ``[I, d (L + 1)]`` with ``concat``; ``[U, d]``, ``[I, d]`` with ``mean``.
-        """
-        h = self.input()
-        outputs = [h]
-        for layer, conv in enumerate(self.convs):
-            h = conv(self.dropout(h), self.edge_index)
-            if layer < self.num_layers - 1:
-                h = F.elu(h)
-            outputs.append(h)
-        out = combine_layers(outputs, self.combine)
-        users, items = out[: self.num_users], out[self.num_users :]
+        """The shared final vectors; in training also kept (detached) for :meth:`candidate_scorer`."""
+        users, items = super().embeddings()
         if self.training:
             self._last_embeddings = (users.detach(), items.detach())
         return users, items
@@ -246,14 +217,6 @@ class GAT(EmbeddingRecommender):
             self._last_embeddings = None
         super().train(mode)
         return self
-
-    def layer0_embeddings(self) -> tuple[Tensor, Tensor]:
-        """The id tables (the part of the input that the batch L2 term penalises).
-
-        Shapes:
-            ``[U, d]``, ``[I, d]``.
-        """
-        return self.input.user_embedding.weight, self.input.item_embedding.weight
 
     def attention(self, layer: int = 0) -> tuple[Tensor, Tensor]:
         """The attention coefficients of one layer (eval mode), for inspection and tests.

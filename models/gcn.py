@@ -33,16 +33,18 @@ from typing import TYPE_CHECKING, Any, Literal
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch_geometric.nn import GCNConv, MessagePassing
+from torch_geometric.nn import GCNConv
 
-from models.base import EmbeddingRecommender, Trial, register_model
+from models.base import Trial, register_model
 from models.graphs import csr_from_sorted
+from models.layered import Combine, FeatureInput, LayeredGNN, combine_layers
 from models.sparse import symmetric_spmm
 
 if TYPE_CHECKING:
     from models.graphs import Graphs
 
-Combine = Literal["concat", "mean"]
+__all__ = ["GCN", "FeatureInput", "SymmetricGCNConv", "combine_layers", "renormalized_adjacency"]
+
 Activation = Literal["relu", "leaky_relu", "tanh"]
 
 _ACTIVATIONS: dict[str, Callable[[Tensor], Tensor]] = {
@@ -93,76 +95,8 @@ def renormalized_adjacency(ui_edge_index: Tensor, num_users: int, num_items: int
     return csr_from_sorted(row, col, inv_sqrt[row] * inv_sqrt[col], (n, n))
 
 
-class FeatureInput(nn.Module):
-    """Layer-0 node vectors: a learned id embedding plus a linear projection of features when given.
-
-    Args:
-        num_users: U.
-        num_items: I.
-        embedding_dim: d.
-        user_features: Encoded user features ``[U, F_u]`` or ``None``.
-        item_features: Encoded item features ``[I, F_i]`` or ``None``.
-    """
-
-    user_features: Tensor | None
-    item_features: Tensor | None
-
-    def __init__(
-        self,
-        num_users: int,
-        num_items: int,
-        embedding_dim: int,
-        user_features: Tensor | None = None,
-        item_features: Tensor | None = None,
-    ) -> None:
-        super().__init__()
-        self.user_embedding = nn.Embedding(num_users, embedding_dim)
-        self.item_embedding = nn.Embedding(num_items, embedding_dim)
-        for side, feats, rows in (("user", user_features, num_users), ("item", item_features, num_items)):
-            if feats is not None and feats.shape[1] == 0:
-                feats = None
-            if feats is not None and feats.shape[0] != rows:
-                raise ValueError(f"{side}_features has {feats.shape[0]} rows, expected {rows} ({side}s)")
-            # Features are data: they move with the model but stay out of checkpoints.
-            self.register_buffer(
-                f"{side}_features", None if feats is None else feats.float(), persistent=False
-            )
-        self.user_projection = (
-            None
-            if self.user_features is None
-            else nn.Linear(self.user_features.shape[1], embedding_dim, bias=False)
-        )
-        self.item_projection = (
-            None
-            if self.item_features is None
-            else nn.Linear(self.item_features.shape[1], embedding_dim, bias=False)
-        )
-
-    def reset_parameters(self, init_std: float) -> None:
-        """Ids from ``N(0, init_std^2)``; projections Glorot-uniform scaled to the same order."""
-        nn.init.normal_(self.user_embedding.weight, std=init_std)
-        nn.init.normal_(self.item_embedding.weight, std=init_std)
-        for projection in (self.user_projection, self.item_projection):
-            if projection is not None:
-                nn.init.normal_(projection.weight, std=init_std)
-
-    def forward(self) -> Tensor:
-        """Users then items.
-
-        Shapes:
-            -> ``[U + I, d]``.
-        """
-        users = self.user_embedding.weight
-        items = self.item_embedding.weight
-        if self.user_projection is not None and self.user_features is not None:
-            users = users + self.user_projection(self.user_features)
-        if self.item_projection is not None and self.item_features is not None:
-            items = items + self.item_projection(self.item_features)
-        return torch.cat([users, items])
-
-
 @register_model
-class GCN(EmbeddingRecommender):
+class GCN(LayeredGNN):
     """GCN (``GCNConv`` layers) over the joint user-item graph, dot-product scores, BPR.
 
     Args:
@@ -184,9 +118,7 @@ class GCN(EmbeddingRecommender):
     """
 
     name = "gcn"
-    family = "graph"
     adj: Tensor
-    convs: nn.ModuleList
 
     def __init__(
         self,
@@ -204,28 +136,34 @@ class GCN(EmbeddingRecommender):
         user_features: Tensor | None = None,
         item_features: Tensor | None = None,
     ) -> None:
-        super().__init__(num_users, num_items, embedding_dim, reg_weight)
-        _check_common(num_layers, dropout, combine, activation)
+        super().__init__(
+            num_users,
+            num_items,
+            embedding_dim,
+            num_layers,
+            dropout,
+            combine,
+            reg_weight,
+            init_std,
+            use_features,
+            user_features,
+            item_features,
+        )
+        if activation not in _ACTIVATIONS:
+            raise ValueError(f"activation must be one of {sorted(_ACTIVATIONS)}, got {activation!r}")
         n = num_users + num_items
         if tuple(adj.shape) != (n, n) or adj.layout != torch.sparse_csr:
             raise ValueError(
                 f"adj must be a sparse CSR [U + I, U + I] = [{n}, {n}] matrix (users first, items at offset "
                 f"U), got {adj.layout} {list(adj.shape)}"
             )
-        self.num_layers = num_layers
-        self.combine = combine
         self.activation = activation
-        self.init_std = init_std
         self.register_buffer("adj", adj.float(), persistent=False)
-        if not use_features:
-            user_features = item_features = None
-        self.input = FeatureInput(num_users, num_items, embedding_dim, user_features, item_features)
         # Â is precomputed, so the layer must not normalise again; its bias is GCN's b^(l).
         self.convs = nn.ModuleList(
             SymmetricGCNConv(embedding_dim, embedding_dim, normalize=False, add_self_loops=False)
             for _ in range(num_layers)
         )
-        self.dropout = nn.Dropout(dropout)
         self._record_hparams(
             embedding_dim=embedding_dim,
             num_layers=num_layers,
@@ -238,12 +176,14 @@ class GCN(EmbeddingRecommender):
         )
         self.reset_parameters()
 
-    def reset_parameters(self) -> None:
-        """Normal id embeddings (``init_std``), Glorot weights and zero biases in every ``GCNConv``."""
-        self.input.reset_parameters(self.init_std)
-        for conv in self.convs:
-            assert isinstance(conv, MessagePassing)
-            conv.reset_parameters()
+    def apply_conv(self, conv: nn.Module, h: Tensor) -> Tensor:
+        """``Â h W + b`` (``GCNConv`` on the cached sparse ``Â``)."""
+        out: Tensor = conv(h, self.adj)
+        return out
+
+    def activate(self, h: Tensor) -> Tensor:
+        """The configured activation."""
+        return _ACTIVATIONS[self.activation](h)
 
     @classmethod
     def from_graphs(cls, graphs: Graphs, **hparams: Any) -> GCN:
@@ -262,74 +202,12 @@ class GCN(EmbeddingRecommender):
     @classmethod
     def default_hparams(cls) -> dict[str, Any]:
         """Width 64; the paper's 2 layers and ReLU; dropout 0.1 (its 0.5 was for node classification)."""
-        return {
-            "embedding_dim": 64,
-            "num_layers": 2,
-            "dropout": 0.1,
-            "combine": "concat",
-            "activation": "relu",
-            "reg_weight": 1e-4,
-            "init_std": 0.1,
-            "use_features": True,
-        }
+        return {**LayeredGNN.shared_defaults(), "activation": "relu"}
 
     @staticmethod
     def search_space(trial: Trial) -> dict[str, Any]:
-        """Width, depth 1..4, dropout, layer combination, activation, L2 and the initial scale.
-
-        The initial scale reaches 1e-3 as for LightGCN and MF-BPR, whose best Last.fm runs used 0.003
-        with hard negatives (benchmarks/RESULTS.md).
-        """
+        """The shared space (width, depth 1..4, dropout, combination, L2, init scale) and the activation."""
         return {
-            "embedding_dim": trial.suggest_categorical("embedding_dim", [32, 64, 128]),
-            "num_layers": trial.suggest_int("num_layers", 1, 4),
-            "dropout": trial.suggest_float("dropout", 0.0, 0.5, step=0.1),
-            "combine": trial.suggest_categorical("combine", ["concat", "mean"]),
+            **LayeredGNN.shared_search_space(trial, max_layers=4),
             "activation": trial.suggest_categorical("activation", ["relu", "leaky_relu", "tanh"]),
-            "reg_weight": trial.suggest_float("reg_weight", 1e-6, 1e-1, log=True),
-            "init_std": trial.suggest_float("init_std", 1e-3, 0.2, log=True),
-            "use_features": trial.suggest_categorical("use_features", [True, False]),
         }
-
-    def embeddings(self) -> tuple[Tensor, Tensor]:
-        """Final user and item vectors: concatenation (or mean) of the input and every layer's output.
-
-        Shapes:
-            ``[U, d (L + 1)]``, ``[I, d (L + 1)]`` with ``concat``; ``[U, d]``, ``[I, d]`` with ``mean``.
-        """
-        act = _ACTIVATIONS[self.activation]
-        h = self.input()
-        outputs = [h]
-        for layer, conv in enumerate(self.convs):
-            h = conv(self.dropout(h), self.adj)
-            if layer < self.num_layers - 1:
-                h = act(h)
-            outputs.append(h)
-        out = combine_layers(outputs, self.combine)
-        return out[: self.num_users], out[self.num_users :]
-
-    def layer0_embeddings(self) -> tuple[Tensor, Tensor]:
-        """The id tables (the part of ``H^(0)`` that the batch L2 term penalises).
-
-        Shapes:
-            ``[U, d]``, ``[I, d]``.
-        """
-        return self.input.user_embedding.weight, self.input.item_embedding.weight
-
-
-def combine_layers(outputs: list[Tensor], combine: str) -> Tensor:
-    """Concatenate (``[N, d (L + 1)]``) or average (``[N, d]``) the per-layer node vectors."""
-    if combine == "concat":
-        return torch.cat(outputs, dim=1)
-    return torch.stack(outputs).mean(0)
-
-
-def _check_common(num_layers: int, dropout: float, combine: str, activation: str) -> None:
-    if num_layers < 1:
-        raise ValueError(f"num_layers must be >= 1, got {num_layers}")
-    if not 0.0 <= dropout < 1.0:
-        raise ValueError(f"dropout must be in [0, 1), got {dropout}")
-    if combine not in ("concat", "mean"):
-        raise ValueError(f"combine must be 'concat' or 'mean', got {combine!r}")
-    if activation not in _ACTIVATIONS:
-        raise ValueError(f"activation must be one of {sorted(_ACTIVATIONS)}, got {activation!r}")
