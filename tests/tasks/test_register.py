@@ -378,3 +378,68 @@ def test_retried_registration_of_a_run_returns_its_version_not_a_new_one(tmp_pat
     assert len(history) == trained.epochs_run  # the per-epoch curve was not logged twice
     assert register.registered_version_of_run(client, "rec", child) == "1"
     assert register.registered_version_of_run(client, "rec", parent) is None
+
+
+def test_every_trial_gets_a_nested_run_closed_by_its_outcome(store, tmp_path: Path) -> None:
+    """Complete and pruned trials are FINISHED, a trial that raised is FAILED with its reason, all timed."""
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    from tasks.split import Split
+    from tasks.train import TrainConfig
+    from tasks.tune import tune
+
+    settings, client = store
+    rng = np.random.default_rng(0)
+    pairs = np.unique(np.stack([rng.integers(0, 12, 200), rng.integers(0, 15, 200)], axis=1), axis=0)
+    split = Split("random", 0, 12, 15, pairs[:60], pairs[60:90], pairs[90:])
+    calls = []
+
+    def trainer(graphs, split, config, *, on_epoch=None):
+        calls.append(config.hparams)
+        if len(calls) == 4:
+            raise FloatingPointError("the training loss of mf became nan at epoch 2; lower the learning rate")
+        # Trials 0 and 1 score well at every epoch, trial 2 badly: the median pruner stops it at epoch 3.
+        score = 0.5 if len(calls) < 3 else 0.01
+        history = []
+        for epoch in range(1, 5):
+            record = {"epoch": epoch, "loss": 1.0 / epoch, "ndcg@20": score}
+            history.append(record)
+            on_epoch(epoch, record)
+        return SimpleNamespace(
+            history=history, best_epoch=4, best_valid=SimpleNamespace(values={"ndcg@20": score})
+        )
+
+    lineage = register.Lineage(dataset="d", fingerprint="f", split="s")
+    parent = register.start_pipeline_run(settings, run_name="t", lineage=lineage, params={})
+    child = register.start_model_run(settings, parent_run_id=parent, family="mf", lineage=lineage)
+    logger = register.trial_logger(settings, model_run_id=child, family="mf", lineage=lineage)
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    config = TrainConfig(model="mf", epochs=4, progress=False, device="cpu")
+    with pytest.raises(FloatingPointError):
+        tune(
+            None, split, config, study="s", storage=storage, n_trials=5, train_fn=trainer, callbacks=[logger]
+        )
+
+    import optuna
+
+    trials = optuna.load_study(study_name="s", storage=storage).trials
+    assert [t.state.name for t in trials] == ["COMPLETE", "COMPLETE", "PRUNED", "FAIL"]
+    experiment = client.get_experiment_by_name(settings.experiment_name).experiment_id
+    runs = {
+        int(r.data.tags["optuna.trial"]): r
+        for r in client.search_runs([experiment], filter_string="tags.`gnnrec.role` = 'trial'")
+    }
+    assert sorted(runs) == [0, 1, 2, 3]  # the failed trial has its run too
+    for number, trial in enumerate(trials):
+        run = runs[number]
+        assert run.data.tags["mlflow.parentRunId"] == child
+        assert run.data.tags["optuna.state"] == trial.state.name
+        assert run.data.params["reg_weight"] == str(trial.params["reg_weight"])
+        assert run.info.start_time == int(trial.datetime_start.timestamp() * 1000)
+        assert run.info.end_time == int(trial.datetime_complete.timestamp() * 1000)
+    assert [runs[n].info.status for n in range(4)] == ["FINISHED", "FINISHED", "FINISHED", "FAILED"]
+    failed = runs[3].data.tags["gnnrec.failure"]
+    assert failed.startswith("FloatingPointError: the training loss of mf became nan")
+    assert "gnnrec.failure" not in runs[2].data.tags
