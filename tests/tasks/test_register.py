@@ -443,3 +443,50 @@ def test_every_trial_gets_a_nested_run_closed_by_its_outcome(store, tmp_path: Pa
     failed = runs[3].data.tags["gnnrec.failure"]
     assert failed.startswith("FloatingPointError: the training loss of mf became nan")
     assert "gnnrec.failure" not in runs[2].data.tags
+
+
+def test_two_flows_registering_the_same_model_at_once_end_with_one_version(
+    store, planted, monkeypatch
+) -> None:
+    """Both search before either registers (the race); the later version is deleted, both name the first."""
+    import threading
+
+    from tasks.register import versions
+
+    settings, client = store
+    dataset, split = planted[0], planted[1]
+    both_searched = threading.Barrier(2, timeout=60)
+    search = versions.find_identical_version
+
+    def search_then_wait(*args, **kwargs):
+        found = search(*args, **kwargs)
+        both_searched.wait()  # neither registers before both have found nothing
+        return found
+
+    monkeypatch.setattr(versions, "find_identical_version", search_then_wait)
+    results: dict[int, register.RegisteredVersion] = {}
+    errors: list[BaseException] = []
+
+    def flow(n: int) -> None:
+        try:
+            results[n] = register_model(settings, dataset, split, planted_model(dataset, noise=0.3), recipe=1)
+        except BaseException as err:  # noqa: BLE001 (reported below)
+            errors.append(err)
+
+    threads = [threading.Thread(target=flow, args=(n,)) for n in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert not errors, errors
+    live = client.search_model_versions("name = 'rec'")
+    assert [str(v.version) for v in live] == ["1"]
+    assert {r.version for r in results.values()} == {"1"}
+    assert sorted(r.reused for r in results.values()) == [False, True]
+    loser = next(r for r in results.values() if r.reused)
+    assert client.get_run(loser.run_id).data.tags[versions.TAG_DISCARDED] == "2"
+    monkeypatch.setattr(versions, "find_identical_version", search)
+    decisions = [promote_if_better(settings, [results[n]], dataset=dataset, split=split) for n in range(2)]
+    assert [d.challenger_version for d in decisions] == ["1", "1"]
+    assert [d.rule for d in decisions] == [RULE_FIRST, RULE_ALREADY] and decisions[1].champion_version == "1"
+    assert champion(store) == "1"
