@@ -383,6 +383,27 @@ class ServedRecommender(PythonModel):
             raise KeyError(f"users unknown to this model: {unknown}")
         return self.servable.score_users(internal).astype(np.float64)
 
+    def score_histories_raw(self, histories: Any) -> np.ndarray:
+        """Scores of every item of this model for new users given as raw item ids, seen items not masked.
+
+        The promotion gate uses this to re-evaluate a champion on a challenger's cold-users split: a held-out
+        user is scored from its revealed history by the model's own new-user rule, as the challenger was.
+
+        Args:
+            histories: One sequence of raw item ids per user (or comma-separated text).
+
+        Returns:
+            float64 ``[B, I]`` with ``I = len(self.item_ids)``.
+
+        Raises:
+            BadRecommendationInput: an empty history, or items this model does not know.
+        """
+        lists = [self.history_items(history, row) for row, history in enumerate(histories)]
+        lengths = np.array([len(items) for items in lists], dtype=np.int64)
+        indptr = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+        items = np.concatenate(lists) if lists else np.zeros(0, dtype=np.int64)
+        return np.asarray(self.servable.score_history(indptr, items), dtype=np.float64)
+
     def history_items(self, history: Any, row: int | None = None) -> np.ndarray:
         """Internal item ids of a raw history (comma-separated text or a list); duplicates dropped.
 

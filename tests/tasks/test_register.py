@@ -490,3 +490,32 @@ def test_two_flows_registering_the_same_model_at_once_end_with_one_version(
     assert [d.challenger_version for d in decisions] == ["1", "1"]
     assert [d.rule for d in decisions] == [RULE_FIRST, RULE_ALREADY] and decisions[1].champion_version == "1"
     assert champion(store) == "1"
+
+
+def test_on_a_cold_users_split_the_champion_scores_the_new_users_from_their_histories(store, planted) -> None:
+    """The champion has trained rows for the held-out users (it trained on another split); the challenger
+    was measured on them through their histories, so the champion must be too, histories masked."""
+    from tasks.config import SplitConfig
+    from tasks.register.rescore import rescore
+    from tasks.split import split_dataset
+
+    settings, _ = store
+    full, full_split = planted[0], planted[1]
+    old = register_model(settings, full, full_split, planted_model(full, noise=1.0), recipe=1)
+    promote_if_better(settings, [old], dataset=full, split=full_split)
+    cold = split_dataset(full, SplitConfig(method="cold-users", seed=2, cold_fraction=0.5, fold_in=0.5))
+    assert len(cold.history) and not set(cold.history[:, 0]) & set(cold.train[:, 0])
+    served = register.load_version(settings, old.version)[0].unwrap_python_model()
+    for part in ("valid", "test"):
+        expected = evaluate(planted_model(full, noise=1.0), cold, part, (20,))
+        assert expected.history_users == expected.users_evaluated > 0  # every held-out user is new
+        got = rescore(served, full, cold, part, (20,))
+        assert got.history_users == expected.history_users
+        for key, value in expected.values.items():
+            assert got.values[key] == pytest.approx(value, abs=1e-6), key
+
+    challenger = register_model(settings, full, cold, planted_model(full, noise=2.0), recipe=2)
+    decision = promote_if_better(settings, [challenger], dataset=full, split=cold)
+    assert decision.basis.startswith("re-scored")
+    expected_valid = evaluate(planted_model(full, noise=1.0), cold, "valid", (20,))["ndcg@20"]
+    assert decision.champion_value == pytest.approx(expected_valid, abs=1e-6)
