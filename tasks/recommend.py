@@ -514,10 +514,11 @@ class ServedRecommender(PythonModel):
         rank = np.tile(np.arange(1, max_k + 1), (n, 1))
         keep = (rank <= ks[:, None]) & (items >= 0)
         rows_out = np.nonzero(keep)[0]
+        users_out = [raw_users[r] for r in rows_out]
         return pd.DataFrame(
             {
-                # object: integer ids beside the None of history rows must not turn into floats
-                "user": pd.Series([raw_users[r] for r in rows_out], dtype=object),
+                # object where history rows give None: integer ids beside it must not turn into floats
+                "user": pd.Series(users_out, dtype=object if None in users_out else None),
                 "rank": rank[keep].astype(np.int64),
                 "item": self.item_ids[items[keep]],
                 "score": scores[keep].astype(np.float64),

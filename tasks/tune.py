@@ -379,7 +379,7 @@ def tune(
                 )
             )
 
-    raised: list[int] = []  # ids of the trials whose objective raised (Optuna gives them to no callback)
+    raised: list[int] = []  # numbers of the trials whose objective raised (Optuna gives them to no callback)
 
     def objective(trial: optuna.Trial) -> float:
         try:
@@ -390,7 +390,7 @@ def tune(
             Exception
         ) as err:  # the trial fails (and the call with it: catch=()); say so before it propagates
             trial.set_user_attr(FAIL_REASON_ATTR, f"{type(err).__name__}: {err}"[:2000])
-            raised.append(trial._trial_id)
+            raised.append(trial.number)
             tally.done += 1
             report("trial", trial.number, epoch=tally.epoch, state="FAIL")
             raise
@@ -486,16 +486,17 @@ def tune(
 
 def _run_callbacks_on_raised(
     study: optuna.Study,
-    trial_ids: Sequence[int],
+    numbers: Sequence[int],
     callbacks: Sequence[Callable[[optuna.Study, optuna.trial.FrozenTrial], None]],
 ) -> None:
     """Give the callbacks the trials whose objective raised, as Optuna stored them (``FAIL``, times set).
 
     Best effort: the trial's own error is what propagates, not a callback's.
     """
-    for trial_id in trial_ids:
-        frozen = study._storage.get_trial(trial_id)
-        if frozen.state.name != "FAIL":
+    by_number = {trial.number: trial for trial in study.get_trials(deepcopy=False)}
+    for number in numbers:
+        frozen = by_number.get(number)
+        if frozen is None or frozen.state.name != "FAIL":
             continue
         for callback in callbacks:
             try:

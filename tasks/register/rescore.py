@@ -100,9 +100,9 @@ def rescore(
     truth, exclude = truth_and_exclude(split, part)
     index = HistoryIndex.from_split(split)
     new_user = index.has_history.numpy()
-    truth_users = np.unique(np.asarray(truth, dtype=np.int64).reshape(-1, 2)[:, 0])
-    rowed = truth_users[~new_user[truth_users]]
-    missing = unknown_users(model, dataset, np.stack([rowed, rowed], axis=1))
+    truth = np.asarray(truth, dtype=np.int64).reshape(-1, 2)
+    truth_users = np.unique(truth[:, 0])
+    missing = unknown_users(model, dataset, truth[~new_user[truth[:, 0]]])  # those scored from a row
     if missing:
         raise NotScorableError(
             f"{len(missing)} of the {len(truth_users)} {part} users are unknown to it (e.g. {missing[:3]})"
