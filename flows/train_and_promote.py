@@ -98,6 +98,7 @@ def run_pipeline(params: PipelineParams, *, flow_name: str) -> PipelineOutcome:
     """
     from prefect.runtime import flow_run
 
+    from flows.prefect_server import crash_flow_run
     from tasks.reconcile import OpenRecords, closing_on_signals
     from tasks.register import Lineage, load_mlflow_settings
     from tasks.train import set_threads
@@ -127,7 +128,8 @@ def run_pipeline(params: PipelineParams, *, flow_name: str) -> PipelineOutcome:
     t.reconcile_stale(settings)
     records = OpenRecords()
     records.add_storage(settings.study_storage)
-    with closing_on_signals(records):
+    flow_run_id = flow_run.get_id()
+    with closing_on_signals(records, before_exit=lambda signum: crash_flow_run(flow_run_id, signum)):
         parent = t.start_pipeline_run(
             settings,
             f"{flow_name}-{flow_run.get_name() or 'local'}",

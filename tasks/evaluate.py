@@ -344,7 +344,7 @@ def _block_sums(
     return per_user.sum(1)
 
 
-def _truth_and_exclude(split: Split, part: Part) -> tuple[np.ndarray, np.ndarray]:
+def truth_and_exclude(split: Split, part: Part) -> tuple[np.ndarray, np.ndarray]:
     """The part's pairs and the pairs never to recommend: train, the revealed history, and valid for test.
 
     On a cold-items split the truth keeps only users with a training pair (the others have nothing the
@@ -365,7 +365,7 @@ def _truth_and_exclude(split: Split, part: Part) -> tuple[np.ndarray, np.ndarray
     return truth, np.concatenate(seen)
 
 
-def _cold_item_mask(split: Split) -> torch.Tensor | None:
+def cold_item_mask(split: Split) -> torch.Tensor | None:
     """On a cold-items split, the items seen in training (masked for every user); ``None`` otherwise."""
     if split.method != "cold-items":
         return None
@@ -485,13 +485,13 @@ def evaluate(
     reason = unsupported_split(model, split.method)
     if reason is not None:
         raise UnsupportedSplitError(reason)
-    truth, exclude = _truth_and_exclude(split, part)
+    truth, exclude = truth_and_exclude(split, part)
     index = HistoryIndex.from_split(split)
     with model.inference():
         if device is None:
             device = _device_of(model)
         metrics = full_ranking_metrics(
-            _masking(routed_score_fn(model, index), _cold_item_mask(split)),
+            _masking(routed_score_fn(model, index), cold_item_mask(split)),
             truth,
             exclude,
             split.num_users,
@@ -528,7 +528,7 @@ def popularity_metrics(
     Returns:
         The metrics.
     """
-    truth, exclude = _truth_and_exclude(split, part)
+    truth, exclude = truth_and_exclude(split, part)
     dev = torch.device(device) if device is not None else torch.device("cpu")
     train_items = torch.as_tensor(split.train.reshape(-1, 2)[:, 1], dtype=torch.long)
     counts = torch.bincount(train_items, minlength=split.num_items).to(torch.float64)
@@ -536,7 +536,7 @@ def popularity_metrics(
     # represents it exactly enough for any realistic catalogue.
     popularity = (counts - torch.arange(split.num_items, dtype=torch.float64) / split.num_items).to(dev)
     return full_ranking_metrics(
-        _masking(lambda users: popularity.expand(len(users), -1).clone(), _cold_item_mask(split)),
+        _masking(lambda users: popularity.expand(len(users), -1).clone(), cold_item_mask(split)),
         truth,
         exclude,
         split.num_users,

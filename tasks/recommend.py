@@ -223,16 +223,22 @@ def check_k(k: Any, num_items: int) -> int:
 
 
 def recommender_signature(user_ids: np.ndarray, item_ids: np.ndarray) -> Any:
-    """The pyfunc signature: optional ``user``, ``history``, ``k`` in; ``user, rank, item, score,...`` out."""
+    """The pyfunc signature: optional ``user``, ``history``, ``k`` in; ``user, rank, item, score,...`` out.
+
+    A frame may mix rows with a ``user`` and rows with only a ``history`` (or a ``k`` on some rows only): the
+    missing cells arrive as NaN, which pandas stores in a float column, and MLflow refuses a float column
+    with NaN where the signature says ``long``. So integer user ids and ``k`` are declared ``Any``, and
+    :meth:`ServedRecommender.predict` checks them itself (a bad ``k`` is still an HTTP 400).
+    """
     from mlflow.models.signature import ModelSignature
-    from mlflow.types.schema import ColSpec, ParamSchema, ParamSpec, Schema
+    from mlflow.types.schema import AnyType, ColSpec, ParamSchema, ParamSpec, Schema
 
     user_type, item_type = _mlflow_type(user_ids), _mlflow_type(item_ids)
     inputs = Schema(
         [
-            ColSpec(user_type, "user", required=False),
+            ColSpec(AnyType() if user_type == "long" else user_type, "user", required=False),
             ColSpec("string", "history", required=False),
-            ColSpec("long", "k", required=False),
+            ColSpec(AnyType(), "k", required=False),
         ]
     )
     outputs = Schema(
@@ -340,6 +346,21 @@ class ServedRecommender(PythonModel):
     def _key(self, raw: Any) -> str:
         return _id_key(raw, self.user_ids)
 
+    def _as_given(self, raw: Any) -> Any:
+        """A raw user id as the caller meant it (a missing one, NaN in a mixed frame, is ``None``).
+
+        An integer id that a float column turned into ``3.0`` is ``3`` again.
+        """
+        if raw is None or (np.ndim(raw) == 0 and pd.isna(raw)):
+            return None
+        if (
+            self.user_ids.dtype.kind in "iu"
+            and isinstance(raw, (float, np.floating))
+            and float(raw).is_integer()
+        ):
+            return int(raw)
+        return raw
+
     def score_users_raw(self, raw_users: Any) -> np.ndarray:
         """Scores of every item of this model for known raw user ids, seen items not masked.
 
@@ -361,6 +382,27 @@ class ServedRecommender(PythonModel):
         if unknown:
             raise KeyError(f"users unknown to this model: {unknown}")
         return self.servable.score_users(internal).astype(np.float64)
+
+    def score_histories_raw(self, histories: Any) -> np.ndarray:
+        """Scores of every item of this model for new users given as raw item ids, seen items not masked.
+
+        The promotion gate uses this to re-evaluate a champion on a challenger's cold-users split: a held-out
+        user is scored from its revealed history by the model's own new-user rule, as the challenger was.
+
+        Args:
+            histories: One sequence of raw item ids per user (or comma-separated text).
+
+        Returns:
+            float64 ``[B, I]`` with ``I = len(self.item_ids)``.
+
+        Raises:
+            BadRecommendationInput: an empty history, or items this model does not know.
+        """
+        lists = [self.history_items(history, row) for row, history in enumerate(histories)]
+        lengths = np.array([len(items) for items in lists], dtype=np.int64)
+        indptr = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+        items = np.concatenate(lists) if lists else np.zeros(0, dtype=np.int64)
+        return np.asarray(self.servable.score_history(indptr, items), dtype=np.float64)
 
     def history_items(self, history: Any, row: int | None = None) -> np.ndarray:
         """Internal item ids of a raw history (comma-separated text or a list); duplicates dropped.
@@ -428,11 +470,14 @@ class ServedRecommender(PythonModel):
         n = len(frame)
         ks = np.full(n, default_k, dtype=np.int64)
         if "k" in frame.columns:
-            column = pd.to_numeric(frame["k"], errors="coerce").to_numpy(dtype=np.float64)
-            for value in column[np.isfinite(column)]:
+            given = frame["k"].notna().to_numpy()
+            for value in frame["k"][given]:
                 check_k(value, len(self.item_ids))
-            ks = np.where(np.isfinite(column), column, default_k).astype(np.int64)
-        raw_users = frame["user"].tolist() if "user" in frame.columns else [None] * n
+            column = pd.to_numeric(frame["k"], errors="coerce").to_numpy(dtype=np.float64)
+            ks = np.where(given, column, default_k).astype(np.int64)
+        raw_users = (
+            [self._as_given(u) for u in frame["user"].tolist()] if "user" in frame.columns else [None] * n
+        )
         histories = (
             [self.history_items(h, row) for row, h in enumerate(frame["history"].tolist())]
             if "history" in frame.columns
@@ -469,9 +514,11 @@ class ServedRecommender(PythonModel):
         rank = np.tile(np.arange(1, max_k + 1), (n, 1))
         keep = (rank <= ks[:, None]) & (items >= 0)
         rows_out = np.nonzero(keep)[0]
+        users_out = [raw_users[r] for r in rows_out]
         return pd.DataFrame(
             {
-                "user": [raw_users[r] for r in rows_out],
+                # object where history rows give None: integer ids beside it must not turn into floats
+                "user": pd.Series(users_out, dtype=object if None in users_out else None),
                 "rank": rank[keep].astype(np.int64),
                 "item": self.item_ids[items[keep]],
                 "score": scores[keep].astype(np.float64),

@@ -5,8 +5,9 @@ stores until someone closes them. Three exits can skip the close:
 
 * an exception: the flow closes what it opened in ``finally`` (:meth:`OpenRecords.close_all`);
 * ``SIGTERM`` / ``SIGINT`` (a ``kill``, Ctrl-C, a stopped container): :func:`closing_on_signals` installs a
-  handler that closes every open record as ``KILLED`` (trials ``FAIL``) and then dies of the very signal,
-  with its default action, so the exit status still says what happened and no worker thread keeps training;
+  handler that closes every open record as ``KILLED`` (trials ``FAIL``), lets the orchestrator record the
+  end (``before_exit``: the flow marks its Prefect flow run crashed), and then dies of the very signal, with
+  its default action, so the exit status still says what happened and no worker thread keeps training;
 * ``SIGKILL`` or a power cut: nothing can run, so every record carries its owner (host, pid and the process's
   start time) and the next pipeline run calls :func:`reconcile_mlflow` and :func:`reconcile_optuna`, which
   close the ``RUNNING`` records whose owner process is gone (``KILLED`` runs, ``FAIL`` trials).
@@ -272,19 +273,24 @@ def closing_on_signals(
     records: OpenRecords,
     signals: Sequence[signal.Signals] = (signal.SIGTERM, signal.SIGINT),
     *,
+    before_exit: Callable[[int], None] | None = None,
     then: Callable[[int], None] = _die_of,
 ) -> Iterator[OpenRecords]:
     """While inside, ``SIGTERM``/``SIGINT`` close ``records`` as ``KILLED``, then end the process.
 
     After closing, a ``SIGTERM`` goes on to the handler that was installed before (Prefect's, which marks
-    the flow run crashed and then dies of the signal); otherwise, and always for ``SIGINT``, the process
-    dies of the signal itself (``then``), not of an exception: the training runs in a worker thread, which
-    an exception in the main thread would not stop. Outside the main thread (where Python cannot install
-    handlers) this does nothing. The previous handlers come back on exit.
+    the flow run crashed and then dies of the signal); otherwise, and always for ``SIGINT``, ``before_exit``
+    runs (Prefect never hears of a process that dies of a signal: the flow marks its run crashed there, or a
+    persistent server shows it ``Running`` for ever), then the process dies of the signal itself (``then``),
+    not of an exception: the training runs in a worker thread, which an exception in the main thread would
+    not stop. Outside the main thread (where Python cannot install handlers) this does nothing. The previous
+    handlers come back on exit.
 
     Args:
         records: What to close.
         signals: The signals to handle.
+        before_exit: Called with the signal number just before this handler ends the process itself; its
+            errors are swallowed (the process is on its way out).
         then: What ends the process when no earlier handler does (default: die of the signal; tests pass a
             recorder).
 
@@ -301,6 +307,11 @@ def closing_on_signals(
         earlier = previous.get(signum)
         if signum == signal.SIGTERM and callable(earlier):
             earlier(signum, frame)
+        if before_exit is not None:
+            try:
+                before_exit(signum)
+            except Exception:  # noqa: BLE001 (on the way out: end the process whatever happens)
+                pass
         then(signum)
 
     previous.update({sig: signal.signal(sig, handler) for sig in signals})

@@ -40,6 +40,9 @@ if TYPE_CHECKING:
 
 FINISHED_STATES = ("COMPLETE", "PRUNED")
 
+#: The user attribute of a trial whose objective raised: the error's type and message, for its MLflow run.
+FAIL_REASON_ATTR = "fail_reason"
+
 #: Prefix of the Optuna parameters that are training settings rather than model hyperparameters.
 TRAIN_PREFIX = "train."
 
@@ -316,7 +319,9 @@ def tune(
         timeout_s: Wall-time budget of this call, in seconds.
         seed: TPE sampler seed.
         warm_start: Hyperparameters to try first (enqueued unless the study already tried them).
-        callbacks: Optuna callbacks run after each trial.
+        callbacks: Optuna callbacks run after each trial, a failed one included: a trial that raised is given
+            to them (state ``FAIL``, the error in its user attribute ``fail_reason``) before the error
+            propagates.
         train_fn: The trainer (default :func:`tasks.train.train`); tests may pass a fake.
         train_space: Training settings to search: a :class:`~tasks.train.TrainConfig` field (one of
             :data:`SEARCHABLE_TRAIN_FIELDS`) to the values to try, e.g. ``{"negative_sampler": ["uniform",
@@ -374,12 +379,18 @@ def tune(
                 )
             )
 
+    raised: list[int] = []  # numbers of the trials whose objective raised (Optuna gives them to no callback)
+
     def objective(trial: optuna.Trial) -> float:
         try:
             return run_trial(trial)
         except optuna.TrialPruned:
             raise
-        except Exception:  # the trial fails (and the call with it: catch=()); say so before it propagates
+        except (
+            Exception
+        ) as err:  # the trial fails (and the call with it: catch=()); say so before it propagates
+            trial.set_user_attr(FAIL_REASON_ATTR, f"{type(err).__name__}: {err}"[:2000])
+            raised.append(trial.number)
             tally.done += 1
             report("trial", trial.number, epoch=tally.epoch, state="FAIL")
             raise
@@ -417,6 +428,8 @@ def tune(
             raise KeyError(
                 f"train() reported no validation '{metric}' (got {sorted(values)}); is the valid part empty?"
             )
+        if not math.isfinite(value):  # Optuna fails such a trial without an error: say why
+            trial.set_user_attr(FAIL_REASON_ATTR, f"the validation {metric} is {value}")
         return value
 
     def on_trial_end(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
@@ -441,6 +454,11 @@ def tune(
                 catch=(),
                 gc_after_trial=False,
             )
+        except Exception:
+            # Optuna runs the callbacks only after a trial that returned; the one that raised is FAIL in the
+            # storage by now, and its MLflow run (tasks.register.trial_logger) must say so too.
+            _run_callbacks_on_raised(optuna_study, raised, callbacks)
+            raise
         finally:
             optuna_logger.setLevel(level)
 
@@ -464,6 +482,29 @@ def tune(
         seconds=time.perf_counter() - started,
         warm_started=warm,
     )
+
+
+def _run_callbacks_on_raised(
+    study: optuna.Study,
+    numbers: Sequence[int],
+    callbacks: Sequence[Callable[[optuna.Study, optuna.trial.FrozenTrial], None]],
+) -> None:
+    """Give the callbacks the trials whose objective raised, as Optuna stored them (``FAIL``, times set).
+
+    Best effort: the trial's own error is what propagates, not a callback's.
+    """
+    by_number = {trial.number: trial for trial in study.get_trials(deepcopy=False)}
+    for number in numbers:
+        frozen = by_number.get(number)
+        if frozen is None or frozen.state.name != "FAIL":
+            continue
+        for callback in callbacks:
+            try:
+                callback(study, frozen)
+            except Exception:  # noqa: BLE001
+                logging.getLogger(__name__).warning(
+                    "a tuning callback failed on failed trial %d", frozen.number, exc_info=True
+                )
 
 
 def _space_names(model_cls: Any) -> set[str]:

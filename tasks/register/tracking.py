@@ -9,6 +9,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
+from tasks.reconcile import TAG_FAILURE
 from tasks.register.lineage import TAG_FAMILY, TAG_PARENT, TAG_ROLE, TAG_RUN_NAME, Lineage
 from tasks.register.settings import MlflowSettings, configure_mlflow, mlflow_client
 
@@ -132,7 +133,11 @@ def trial_logger(
     """An Optuna callback that logs each finished trial as a run nested under the model's child run.
 
     The nested run holds the trial's parameters, its per-epoch curves (from the trial's ``history`` user
-    attribute, see :func:`tasks.tune.tune`), its final value and its state (complete, pruned, failed).
+    attribute, see :func:`tasks.tune.tune`), its final value and its state (tag ``optuna.state``), and it
+    starts and ends when the trial did. A complete trial is closed ``FINISHED``; so is a pruned one (it ran
+    as asked and its curve is valid up to the epoch where the pruner stopped it; ``optuna.state`` says
+    ``PRUNED``); a failed one (an error such as a NaN loss, or a non-finite objective) is closed ``FAILED``
+    with the reason in the tag ``gnnrec.failure``.
     """
 
     def log_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
@@ -165,6 +170,9 @@ def trial_logger(
             final["trial_seconds"] = trial.duration.total_seconds()
         log_metrics(client, run_id, final)
         status = "FINISHED" if trial.state.name in ("COMPLETE", "PRUNED") else "FAILED"
+        if status == "FAILED":
+            reason = trial.user_attrs.get("fail_reason") or trial.system_attrs.get("fail_reason")
+            client.set_tag(run_id, TAG_FAILURE, str(reason or f"the trial ended {trial.state.name}")[:5000])
         client.set_terminated(run_id, status=status, end_time=_millis(trial.datetime_complete))
 
     return log_trial

@@ -31,6 +31,8 @@ TAG_REUSED_BY = TAG_PREFIX + "reused_by_run"
 TAG_VERSION = TAG_PREFIX + "registered_version"
 TAG_REUSED = TAG_PREFIX + "reused_version"
 TAG_LOGGED = TAG_PREFIX + "logged"
+#: Run tag: the version this run registered and then deleted, because an identical one was registered first.
+TAG_DISCARDED = TAG_PREFIX + "discarded_duplicate_version"
 
 
 @dataclass(frozen=True)
@@ -115,6 +117,28 @@ def find_identical_version(settings: MlflowSettings, identity: str) -> Any | Non
     return None
 
 
+def first_identical_version(settings: MlflowSettings, identity: str, *, below: int) -> Any | None:
+    """The oldest version numbered below ``below`` with tag ``gnnrec.identity = identity`` that loads, if any.
+
+    The check after a registration: two flows that register the same model at the same moment both find no
+    identical version, and both register. Version numbers follow creation order and a version is created
+    with its tags (one transaction in MLflow's registry), so each of them then sees every identical version
+    created before its own: the one that finds an older one deletes its own and reuses the older, and
+    the oldest, which finds none, is kept. One version is left, and every flow names it.
+    """
+    client = mlflow_client(settings)
+    found = client.search_model_versions(
+        f"name = '{settings.registered_model_name}' and tag.`{TAG_IDENTITY}` = '{identity}'"
+    )
+    for version in sorted(found, key=lambda v: int(v.version)):
+        if int(version.version) >= below:
+            return None
+        model, _problem = load_version(settings, str(version.version))
+        if model is not None:
+            return version
+    return None
+
+
 def log_trained_model(
     settings: MlflowSettings,
     *,
@@ -136,7 +160,10 @@ def log_trained_model(
     is tagged ``gnnrec.reused_by_run`` and returned with ``reused=True`` and its own recorded numbers, and
     the registry does not grow. Otherwise the model is logged as an MLflow pyfunc recommender
     (:class:`tasks.recommend.EmbeddingRecommender`) and registered as a new version of
-    ``settings.registered_model_name``, tagged with its metrics, lineage, code version and identity.
+    ``settings.registered_model_name``, tagged with its metrics, lineage, code version and identity. A flow
+    that registered the same model at the same moment is caught after the registration
+    (:func:`first_identical_version`): the later version is deleted (its run tagged
+    ``gnnrec.discarded_duplicate_version``) and the earlier one reused.
 
     Safe to retry: a run whose logging finished (tag ``gnnrec.logged``) logs nothing again, and a run whose
     model is already registered (a late failure, then Prefect's retry) gets that version back, its tags and
@@ -219,6 +246,13 @@ def log_trained_model(
                 tags={k: v for k, v in tags.items() if not k.startswith("mlflow.")},
             )
         version = str(info.registered_model_version)
+    # Another flow may have registered the same model between the search and the registration (checked on a
+    # retry too: the first attempt may have stopped before this point).
+    earlier = first_identical_version(settings, identity, below=int(version))
+    if earlier is not None:
+        client.delete_model_version(name, version)
+        client.set_tag(run_id, TAG_DISCARDED, version)
+        return _reuse(settings, earlier, run_id=run_id, family=family, metric=metric, lineage=lineage)
     valid_value = float(trained.best_valid.values[metric])
     for key, value in tags.items():
         client.set_model_version_tag(name, version, key, value)

@@ -1,7 +1,8 @@
 """A pipeline run to be killed mid-trial by tests/flows/test_kill.py (run as a script, not collected).
 
 Usage: ``python tests/flows/kill_target.py WORKDIR``. Starts the temporary Prefect server the way
-``gnnrec run`` does, writes its pid to ``WORKDIR/server.pid``, then runs train-and-promote on tiny data with a
+``gnnrec run`` does (unless ``PREFECT_API_URL`` names a server), writes its pid to ``WORKDIR/server.pid``,
+then runs train-and-promote on tiny data with a
 trial budget far larger than the test waits for, so a trial is running whenever the test strikes.
 """
 
@@ -26,10 +27,10 @@ def main(workdir: Path) -> None:
         "registered_model_name: recsys\n"
         "study_storage: sqlite:///store/optuna.db\n"
     )
-    start_temporary_server()
-    server = SubprocessASGIServer._instances[None]
-    assert server.server_process is not None
-    (workdir / "server.pid").write_text(str(server.server_process.pid))
+    if start_temporary_server() is not None:  # none when PREFECT_API_URL names a persistent server
+        server = SubprocessASGIServer._instances[None]
+        assert server.server_process is not None
+        (workdir / "server.pid").write_text(str(server.server_process.pid))
     params = PipelineParams(
         data=DataConfig(synthetic_users=40, synthetic_items=60, synthetic_interactions=900, synthetic_seed=3),
         split=SplitConfig(seed=3),

@@ -70,8 +70,10 @@ def wait_for(condition, timeout: float, what: str) -> None:
     raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
-def start_run(tmp_path: Path) -> tuple[subprocess.Popen[bytes], str, str]:
+def start_run(tmp_path: Path, api_url: str | None = None) -> tuple[subprocess.Popen[bytes], str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_API")}
+    if api_url:  # a persistent server, which outlives the run
+        env["PREFECT_API_URL"] = api_url
     env.update(
         PYTHONPATH=str(ROOT),
         PREFECT_HOME=str(tmp_path / "prefect-home"),  # also the marker of every process of this run
@@ -146,3 +148,35 @@ def test_sigterm_mid_trial_closes_its_records_on_the_way_out(tmp_path: Path) -> 
         r.data.tags.get("gnnrec.role"): r.info.status for r in client.search_runs([experiment.experiment_id])
     }
     assert statuses == {"pipeline": "KILLED", "model": "KILLED"}
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_a_signal_leaves_the_flow_run_on_a_persistent_server_in_a_terminal_state(
+    prefect_harness, tmp_path: Path, sig: signal.Signals
+) -> None:
+    """Ctrl-C killed the process before Prefect heard of it: the server showed the run Running forever."""
+    from prefect import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+    from prefect.settings import PREFECT_API_URL
+
+    proc, tracking, storage = start_run(tmp_path, api_url=PREFECT_API_URL.value())
+    proc.send_signal(sig)
+    proc.wait(timeout=60)
+    assert proc.returncode == -sig, (tmp_path / "run.log").read_text()[-3000:]
+    assert running_runs(tracking) == [] and running_trials(storage) == []
+
+    client = MlflowClient(tracking_uri=tracking)
+    experiment = client.get_experiment_by_name("gnnrec-kill")
+    (parent,) = client.search_runs(
+        [experiment.experiment_id], filter_string="tags.`gnnrec.role` = 'pipeline'"
+    )
+    flow_run_id = parent.data.tags["prefect.flow_run_id"]
+    with get_client(sync_client=True) as prefect:
+        state = prefect.read_flow_run(flow_run_id).state
+        task_runs = prefect.read_task_runs(
+            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id]))
+        )
+    assert state is not None and state.is_final() and state.is_crashed(), state
+    # SIGTERM goes through Prefect's handler, whose message says "termination signal"; SIGINT through ours.
+    assert ("termination signal" if sig == signal.SIGTERM else "SIGINT") in (state.message or ""), state
+    assert [t.name for t in task_runs if not t.state or not t.state.is_final()] == []

@@ -399,3 +399,30 @@ def test_item_item_model_is_served_from_a_fresh_process(tmp_path: Path, name: st
         np.testing.assert_allclose([r["score"] for r in served], expected, rtol=1e-5)
         internal = [int(np.searchsorted(dataset.item_ids, r["item"])) for r in served]
         np.testing.assert_allclose(scores[internal], expected, rtol=1e-5)
+
+
+def test_the_registered_champion_takes_a_frame_mixing_users_and_histories(champion_store) -> None:
+    """Missing cells of a mixed frame are NaN in float columns; the pyfunc's schema check must let them by."""
+    import mlflow
+
+    from tasks import register
+
+    settings, dataset, _ = champion_store
+    register.configure_mlflow(settings)
+    model = mlflow.pyfunc.load_model(f"models:/{settings.registered_model_name}@champion")
+    known, other = (int(u) for u in dataset.user_ids[:2])
+    history = ",".join(str(i) for i in dataset.item_ids[[3, 7]])
+    frame = pd.DataFrame({"user": [known, None, other], "history": [None, history, None], "k": [2, 4, None]})
+    assert frame["user"].dtype == np.float64 and frame["k"].dtype == np.float64  # NaN made them floats
+    out = model.predict(frame, params={"k": 3})
+
+    alone = [
+        model.predict(pd.DataFrame({"user": [known]}), params={"k": 2}),
+        model.predict(pd.DataFrame({"history": [history]}), params={"k": 4}),
+        model.predict(pd.DataFrame({"user": [other]}), params={"k": 3}),
+    ]
+    assert out["item"].tolist() == [i for part in alone for i in part["item"].tolist()]
+    assert out["user"].tolist() == [known] * 2 + [None] * 4 + [other] * 3  # ids as given, not 1000.0
+    assert not out["fallback"].any()
+    with pytest.raises(mlflow.exceptions.MlflowException, match="k must be a whole number"):
+        model.predict(pd.DataFrame({"user": [known, other], "k": [2, "many"]}))

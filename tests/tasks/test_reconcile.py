@@ -114,3 +114,21 @@ def test_sigterm_goes_on_to_the_earlier_handler(store) -> None:
     finally:
         signal.signal(signal.SIGTERM, previous)
     assert seen == ["earlier saw KILLED", "then"]  # closed before Prefect's handler runs
+
+
+def test_before_ending_the_process_the_orchestrator_is_told(store) -> None:
+    """Before the process dies of the signal, before_exit runs (after the records are closed): the flow marks
+    its Prefect flow run crashed there, which no one could do once the process is gone."""
+    uri, client, experiment = store
+    run = client.create_run(experiment).info.run_id
+    records = OpenRecords()
+    records.add_run(uri, run)
+    seen: list[str] = []
+
+    def tell(signum: int) -> None:
+        seen.append(f"told {signal.Signals(signum).name}, run {client.get_run(run).info.status}")
+        raise ConnectionError("the server is gone")  # swallowed: the process still ends
+
+    with closing_on_signals(records, before_exit=tell, then=lambda signum: seen.append("then")):
+        os.kill(os.getpid(), signal.SIGINT)
+    assert seen == ["told SIGINT, run KILLED", "then"]

@@ -378,3 +378,144 @@ def test_retried_registration_of_a_run_returns_its_version_not_a_new_one(tmp_pat
     assert len(history) == trained.epochs_run  # the per-epoch curve was not logged twice
     assert register.registered_version_of_run(client, "rec", child) == "1"
     assert register.registered_version_of_run(client, "rec", parent) is None
+
+
+def test_every_trial_gets_a_nested_run_closed_by_its_outcome(store, tmp_path: Path) -> None:
+    """Complete and pruned trials are FINISHED, a trial that raised is FAILED with its reason, all timed."""
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    from tasks.split import Split
+    from tasks.train import TrainConfig
+    from tasks.tune import tune
+
+    settings, client = store
+    rng = np.random.default_rng(0)
+    pairs = np.unique(np.stack([rng.integers(0, 12, 200), rng.integers(0, 15, 200)], axis=1), axis=0)
+    split = Split("random", 0, 12, 15, pairs[:60], pairs[60:90], pairs[90:])
+    calls = []
+
+    def trainer(graphs, split, config, *, on_epoch=None):
+        calls.append(config.hparams)
+        if len(calls) == 4:
+            raise FloatingPointError("the training loss of mf became nan at epoch 2; lower the learning rate")
+        # Trials 0 and 1 score well at every epoch, trial 2 badly: the median pruner stops it at epoch 3.
+        score = 0.5 if len(calls) < 3 else 0.01
+        history = []
+        for epoch in range(1, 5):
+            record = {"epoch": epoch, "loss": 1.0 / epoch, "ndcg@20": score}
+            history.append(record)
+            on_epoch(epoch, record)
+        return SimpleNamespace(
+            history=history, best_epoch=4, best_valid=SimpleNamespace(values={"ndcg@20": score})
+        )
+
+    lineage = register.Lineage(dataset="d", fingerprint="f", split="s")
+    parent = register.start_pipeline_run(settings, run_name="t", lineage=lineage, params={})
+    child = register.start_model_run(settings, parent_run_id=parent, family="mf", lineage=lineage)
+    logger = register.trial_logger(settings, model_run_id=child, family="mf", lineage=lineage)
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    config = TrainConfig(model="mf", epochs=4, progress=False, device="cpu")
+    with pytest.raises(FloatingPointError):
+        tune(
+            None, split, config, study="s", storage=storage, n_trials=5, train_fn=trainer, callbacks=[logger]
+        )
+
+    import optuna
+
+    trials = optuna.load_study(study_name="s", storage=storage).trials
+    assert [t.state.name for t in trials] == ["COMPLETE", "COMPLETE", "PRUNED", "FAIL"]
+    experiment = client.get_experiment_by_name(settings.experiment_name).experiment_id
+    runs = {
+        int(r.data.tags["optuna.trial"]): r
+        for r in client.search_runs([experiment], filter_string="tags.`gnnrec.role` = 'trial'")
+    }
+    assert sorted(runs) == [0, 1, 2, 3]  # the failed trial has its run too
+    for number, trial in enumerate(trials):
+        run = runs[number]
+        assert run.data.tags["mlflow.parentRunId"] == child
+        assert run.data.tags["optuna.state"] == trial.state.name
+        assert run.data.params["reg_weight"] == str(trial.params["reg_weight"])
+        assert run.info.start_time == int(trial.datetime_start.timestamp() * 1000)
+        assert run.info.end_time == int(trial.datetime_complete.timestamp() * 1000)
+    assert [runs[n].info.status for n in range(4)] == ["FINISHED", "FINISHED", "FINISHED", "FAILED"]
+    failed = runs[3].data.tags["gnnrec.failure"]
+    assert failed.startswith("FloatingPointError: the training loss of mf became nan")
+    assert "gnnrec.failure" not in runs[2].data.tags
+
+
+def test_two_flows_registering_the_same_model_at_once_end_with_one_version(
+    store, planted, monkeypatch
+) -> None:
+    """Both search before either registers (the race); the later version is deleted, both name the first."""
+    import threading
+
+    from tasks.register import versions
+
+    settings, client = store
+    dataset, split = planted[0], planted[1]
+    both_searched = threading.Barrier(2, timeout=60)
+    search = versions.find_identical_version
+
+    def search_then_wait(*args, **kwargs):
+        found = search(*args, **kwargs)
+        both_searched.wait()  # neither registers before both have found nothing
+        return found
+
+    monkeypatch.setattr(versions, "find_identical_version", search_then_wait)
+    results: dict[int, register.RegisteredVersion] = {}
+    errors: list[BaseException] = []
+
+    def flow(n: int) -> None:
+        try:
+            results[n] = register_model(settings, dataset, split, planted_model(dataset, noise=0.3), recipe=1)
+        except BaseException as err:  # noqa: BLE001 (reported below)
+            errors.append(err)
+
+    threads = [threading.Thread(target=flow, args=(n,)) for n in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert not errors, errors
+    live = client.search_model_versions("name = 'rec'")
+    assert [str(v.version) for v in live] == ["1"]
+    assert {r.version for r in results.values()} == {"1"}
+    assert sorted(r.reused for r in results.values()) == [False, True]
+    loser = next(r for r in results.values() if r.reused)
+    assert client.get_run(loser.run_id).data.tags[versions.TAG_DISCARDED] == "2"
+    monkeypatch.setattr(versions, "find_identical_version", search)
+    decisions = [promote_if_better(settings, [results[n]], dataset=dataset, split=split) for n in range(2)]
+    assert [d.challenger_version for d in decisions] == ["1", "1"]
+    assert [d.rule for d in decisions] == [RULE_FIRST, RULE_ALREADY] and decisions[1].champion_version == "1"
+    assert champion(store) == "1"
+
+
+def test_on_a_cold_users_split_the_champion_scores_the_new_users_from_their_histories(store, planted) -> None:
+    """The champion has trained rows for the held-out users (it trained on another split); the challenger
+    was measured on them through their histories, so the champion must be too, histories masked."""
+    from tasks.config import SplitConfig
+    from tasks.register.rescore import rescore
+    from tasks.split import split_dataset
+
+    settings, _ = store
+    full, full_split = planted[0], planted[1]
+    old = register_model(settings, full, full_split, planted_model(full, noise=1.0), recipe=1)
+    promote_if_better(settings, [old], dataset=full, split=full_split)
+    cold = split_dataset(full, SplitConfig(method="cold-users", seed=2, cold_fraction=0.5, fold_in=0.5))
+    assert len(cold.history) and not set(cold.history[:, 0]) & set(cold.train[:, 0])
+    served = register.load_version(settings, old.version)[0].unwrap_python_model()
+    for part in ("valid", "test"):
+        expected = evaluate(planted_model(full, noise=1.0), cold, part, (20,))
+        assert expected.history_users == expected.users_evaluated > 0  # every held-out user is new
+        got = rescore(served, full, cold, part, (20,))
+        assert got.history_users == expected.history_users
+        for key, value in expected.values.items():
+            assert got.values[key] == pytest.approx(value, abs=1e-6), key
+
+    challenger = register_model(settings, full, cold, planted_model(full, noise=2.0), recipe=2)
+    decision = promote_if_better(settings, [challenger], dataset=full, split=cold)
+    assert decision.basis.startswith("re-scored")
+    expected_valid = evaluate(planted_model(full, noise=1.0), cold, "valid", (20,))["ndcg@20"]
+    assert decision.champion_value == pytest.approx(expected_valid, abs=1e-6)
