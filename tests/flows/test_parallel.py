@@ -9,6 +9,8 @@ in stores of their own: each model's trials must be the same under the same seed
 
 from __future__ import annotations
 
+import os
+import re
 import socket
 from pathlib import Path
 from typing import Any
@@ -35,6 +37,24 @@ class OnlyHereMF(MFBPR):
     """An MF registered in the test's process only: a Dask worker process does not know it."""
 
     name = "onlyheremf"
+
+
+def flow_logs(flow_run_id: Any) -> list[str]:
+    """Every log line of a flow run and its task runs, the workers' included, as stored by the Prefect API."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+    from prefect.logging.handlers import APILogHandler
+
+    APILogHandler().flush()
+    messages: list[str] = []
+    with get_client(sync_client=True) as client:
+        while True:
+            page = client.read_logs(
+                LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run_id])), limit=200, offset=len(messages)
+            )
+            messages += [log.message for log in page]
+            if len(page) < 200:
+                return messages
 
 
 def trial_values(storage: str) -> dict[str, list[float | None]]:
@@ -94,6 +114,16 @@ def test_models_run_at_once_on_a_local_dask_cluster(prefect_harness, tmp_path: P
     graph_states = sorted(v for k, v in states.items() if k.startswith("build-graphs"))
     assert graph_states == ["Cached", "Cached", "Cached", "Completed"]
 
+    # Each model ran in a worker process of its own, with one torch thread, and its log lines reached the
+    # flow run's log.
+    pids = {}
+    for line in flow_logs(state.state_details.flow_run_id):
+        found = re.match(r"^(\w+) runs in process (\d+) with (\d+) torch thread", line)
+        if found:
+            pids[found[1]] = int(found[2])
+            assert found[3] == "1", line
+    assert pids["mf"] != pids["lightgcn"] and os.getpid() not in pids.values(), pids
+
     # MLflow: the children of the two models finished, the failed one is closed FAILED, nothing RUNNING.
     experiment = client.get_experiment_by_name("gnnrec-test")
     runs = client.search_runs([experiment.experiment_id], max_results=1000)
@@ -110,6 +140,22 @@ def test_models_run_at_once_on_a_local_dask_cluster(prefect_harness, tmp_path: P
     for family in ("mf", "lightgcn"):
         assert parallel_trials[family] == sequential_trials[family], family
         assert all(value is not None for value in parallel_trials[family])
+
+
+def test_the_cli_passes_parallel_and_dask_address_to_the_flow(tmp_path: Path) -> None:
+    import yaml
+    from typer.testing import CliRunner
+
+    from flows.cli import app
+
+    args = ["run", "--parallel", "3", "--dask-address", "tcp://10.0.0.1:8786", "--show-config"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    shown = yaml.safe_load(result.stdout)
+    assert shown["parallel"] == 3 and shown["dask_address"] == "tcp://10.0.0.1:8786"
+    assert (
+        CliRunner().invoke(app, ["run", "--dask-address", "not an address", "--show-config"]).exit_code == 2
+    )
 
 
 def test_a_dask_scheduler_that_is_not_there_is_refused_before_any_work(tmp_path: Path, monkeypatch) -> None:
