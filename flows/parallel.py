@@ -13,6 +13,8 @@ An address where no scheduler answers is refused before any work, with :class:`D
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -60,14 +62,32 @@ def worker_threads(params: PipelineParams) -> int | None:
     return max(1, (os.cpu_count() or 1) // params.parallel)
 
 
-def model_branch_runner(params: PipelineParams) -> Any | None:
-    """The Dask task runner for the models' branches (not started), or ``None`` to run them in the flow.
+#: Dask settings of the local cluster's workers. Dask's nanny exports ``MALLOC_TRIM_THRESHOLD_=65536`` into
+#: each worker by default; setting it at all turns off glibc's adaptive mmap threshold, so every tensor over
+#: 128 KiB is a fresh ``mmap``/``munmap`` with its page faults: LightGCN trained 3.5 times slower in such a
+#: worker than in the flow's process (7.8 s against 2.2 s, 1500 users, 8 epochs, one thread; with the
+#: variable unset, 2.2 s). ``None`` removes it (benchmarks/RESULTS.md, issue 14).
+WORKER_DASK_CONFIG: dict[str, Any] = {"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None}
 
-    A local cluster has no dashboard (no port to collide with another run's) and one thread per worker: a
-    model's parallelism is torch's, set per worker by :func:`worker_threads`.
+
+@contextmanager
+def model_branch_runner(params: PipelineParams) -> Iterator[Any | None]:
+    """The started Dask task runner for the models' branches, or ``None`` to run them in the flow.
+
+    A local cluster has no dashboard (no port to collide with another run's), one thread per worker (a
+    model's parallelism is torch's, set per worker by :func:`worker_threads`) and glibc's own malloc
+    tuning (:data:`WORKER_DASK_CONFIG`); it is closed, its workers with it, when the context exits.
     """
     if params.dask_address is None and params.parallel <= 1:
-        return None
+        yield None
+        return
+    import dask
+
+    with dask.config.set(WORKER_DASK_CONFIG), _dask_runner(params) as runner:
+        yield runner
+
+
+def _dask_runner(params: PipelineParams) -> Any:
     from prefect_dask import DaskTaskRunner
 
     if params.dask_address is not None:

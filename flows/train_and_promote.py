@@ -13,7 +13,7 @@ report) lives in plain functions in :mod:`tasks.report` and :mod:`tasks.pipeline
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
@@ -197,7 +197,7 @@ def _models(
     (bad hyperparameters, a NaN loss, a device that is not there) closes its MLflow run FAILED and puts a
     ``failed`` row with the reason on the leaderboard, while the others are registered and compared.
     """
-    from tasks.register import Lineage, split_key, trial_logger
+    from tasks.register import Lineage, split_key
     from tasks.report import failed_leaderboard_row, leaderboard_row, rank_leaderboard, table_rows
     from tasks.tune import study_name, trial_settings_key
 
@@ -231,60 +231,43 @@ def _models(
         children[family] = t.start_model_run(settings, parent, family, lineage)
         records.add_run(settings.tracking_uri, children[family])
     warm = {f: t.warm_start_params(settings, f, studies[f]) if params.warm_start else None for f in families}
-    runner = model_branch_runner(params)
-    if runner is not None:
-        # Each model's whole chain on a worker of its own; all of them are waited for before comparing.
-        callbacks = {
-            f: [trial_logger(settings, model_run_id=children[f], family=f, lineage=lineage)] for f in families
-        }
-        with runner:
-            branches = collect(
-                {
-                    f: runner.submit(
-                        t.model_branch,
-                        parameters={
-                            "dataset": dataset,
-                            "split": split,
-                            "base_config": base[f],
-                            "settings": settings,
-                            "run_id": children[f],
-                            "lineage": lineage,
-                            "study": studies[f],
-                            "n_trials": params.n_trials,
-                            "extra_trials": params.extra_trials,
-                            "timeout_s": params.timeout_s,
-                            "seed": params.seed,
-                            "warm_start": warm[f],
-                            "callbacks": callbacks[f],
-                            "train_space": params.train_space,
-                            "ks": ks,
-                            "metric": metric,
-                            "threads": worker_threads(params),
-                        },
-                    )
-                    for f in families
-                }
+    with model_branch_runner(params) as runner:
+        if runner is None:
+            tuned, trained, tested, versions = _stages_in_flow(
+                params,
+                settings,
+                metric,
+                ks,
+                dataset,
+                split,
+                graphs,
+                lineage,
+                base,
+                studies,
+                children,
+                warm,
+                collect,
             )
-        tuned = {f: b.tuned for f, b in branches.items()}
-        trained = {f: b.trained for f, b in branches.items()}
-        tested = {f: b.tested for f, b in branches.items()}
-        versions = {f: b.version for f, b in branches.items()}
-    else:
-        tuned, trained, tested, versions = _stages_in_flow(
-            params,
-            settings,
-            metric,
-            ks,
-            dataset,
-            split,
-            graphs,
-            lineage,
-            base,
-            studies,
-            children,
-            warm,
-            collect,
-        )
+        else:
+            branches = _branches_on_workers(
+                runner,
+                params,
+                settings,
+                metric,
+                ks,
+                dataset,
+                split,
+                lineage,
+                base,
+                studies,
+                children,
+                warm,
+                collect,
+            )
+            tuned = {f: b.tuned for f, b in branches.items()}
+            trained = {f: b.trained for f, b in branches.items()}
+            tested = {f: b.tested for f, b in branches.items()}
+            versions = {f: b.version for f, b in branches.items()}
     rows: list[dict[str, Any]] = []
     for family in families:
         if family in versions:
@@ -335,6 +318,61 @@ def _models(
         registered_model=settings.registered_model_name,
         metric=metric,
         failed=dict(failed),
+    )
+
+
+def _branches_on_workers(
+    runner: Any,
+    params: PipelineParams,
+    settings: MlflowSettings,
+    metric: str,
+    ks: tuple[int, ...],
+    dataset: Any,
+    split: Any,
+    lineage: Any,
+    base: dict[str, Any],
+    studies: dict[str, str],
+    children: dict[str, str],
+    warm: dict[str, Any],
+    collect: Any,
+) -> dict[str, Any]:
+    """Each model's whole chain (:func:`flows.steps.model_branch`) on a Dask worker; waits for all of them."""
+    from tasks.register import trial_logger
+
+    threads = worker_threads(params)
+    return cast(
+        "dict[str, Any]",
+        collect(
+            {
+                family: runner.submit(
+                    t.model_branch,
+                    parameters={
+                        "dataset": dataset,
+                        "split": split,
+                        "base_config": base[family],
+                        "settings": settings,
+                        "run_id": children[family],
+                        "lineage": lineage,
+                        "study": studies[family],
+                        "n_trials": params.n_trials,
+                        "extra_trials": params.extra_trials,
+                        "timeout_s": params.timeout_s,
+                        "seed": params.seed,
+                        "warm_start": warm[family],
+                        "callbacks": [
+                            trial_logger(
+                                settings, model_run_id=children[family], family=family, lineage=lineage
+                            )
+                        ],
+                        "train_space": params.train_space,
+                        "ks": ks,
+                        "metric": metric,
+                        "threads": threads,
+                    },
+                )
+                for family in params.models
+            }
+        ),
     )
 
 

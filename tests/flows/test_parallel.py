@@ -142,6 +142,21 @@ def test_models_run_at_once_on_a_local_dask_cluster(prefect_harness, tmp_path: P
         assert all(value is not None for value in parallel_trials[family])
 
 
+def test_the_local_cluster_has_one_thread_per_worker_and_glibc_malloc_tuning() -> None:
+    from flows.parallel import model_branch_runner
+    from tasks.pipeline_config import PipelineParams
+
+    with model_branch_runner(PipelineParams()) as runner:
+        assert runner is None  # parallel 1: the flow's own runner
+    with model_branch_runner(PipelineParams(parallel=2)) as runner:
+        workers = runner.client.scheduler_info(n_workers=-1)["workers"]
+        assert sorted(w["nthreads"] for w in workers.values()) == [1, 1]
+        # Dask's default MALLOC_TRIM_THRESHOLD_ made torch 3.5x slower in a worker: it must not be set.
+        environs = runner.client.run(lambda: os.environ.get("MALLOC_TRIM_THRESHOLD_"))
+        assert list(environs.values()) == [None, None]
+        assert os.getpid() not in runner.client.run(os.getpid).values()
+
+
 def test_the_cli_passes_parallel_and_dask_address_to_the_flow(tmp_path: Path) -> None:
     import yaml
     from typer.testing import CliRunner
