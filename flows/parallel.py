@@ -82,6 +82,7 @@ def model_branch_runner(params: PipelineParams) -> Iterator[Any | None]:
         yield None
         return
     import dask
+    import distributed  # noqa: F401 (its defaults first: setting a key before they load drops them all on exit)
 
     with dask.config.set(WORKER_DASK_CONFIG), _dask_runner(params) as runner:
         yield runner
