@@ -13,6 +13,8 @@ whichever runner ran them.
 Usage::
 
     .venv/bin/python benchmarks/parallel_models.py --models lightgcn,gcn --json benchmarks/parallel.json
+    .venv/bin/python benchmarks/parallel_models.py --users 1500 --items 2000 --interactions 80000 \
+        --malloc-check
 """
 
 from __future__ import annotations
@@ -102,6 +104,51 @@ def run_mode(root: Path, name: str, args: argparse.Namespace, parallel: int) -> 
     }
 
 
+def _train_seconds(args: argparse.Namespace) -> dict[str, Any]:
+    """Wall and CPU seconds of one LightGCN training (one thread) where this function runs."""
+    import torch
+
+    from tasks.config import DataConfig, SplitConfig
+    from tasks.prepare import prepare_data
+    from tasks.train import TrainConfig, set_threads, train
+
+    set_threads(1)
+    data = DataConfig(
+        synthetic_users=args.users,
+        synthetic_items=args.items,
+        synthetic_interactions=args.interactions,
+        synthetic_seed=args.seed,
+    )
+    prepared = prepare_data(data, SplitConfig(seed=args.seed))
+    wall, cpu = time.perf_counter(), time.process_time()
+    config = TrainConfig(model="lightgcn", epochs=8, seed=args.seed, device="cpu", progress=False)
+    train(prepared.graphs, prepared.split, config)
+    return {
+        "wall_s": round(time.perf_counter() - wall, 2),
+        "cpu_s": round(time.process_time() - cpu, 2),
+        "MALLOC_TRIM_THRESHOLD_": os.environ.get("MALLOC_TRIM_THRESHOLD_"),
+        "torch_threads": torch.get_num_threads(),
+    }
+
+
+def malloc_check(args: argparse.Namespace) -> dict[str, Any]:
+    """The same training in this process, in a Dask worker with Dask's defaults, and with ours."""
+    import dask
+    from distributed import Client, LocalCluster
+
+    from flows.parallel import WORKER_DASK_CONFIG
+
+    out: dict[str, Any] = {"flow process": _train_seconds(args)}
+    # Ours first: Dask's nanny exports its setting into this process's environment, where later workers
+    # inherit it.
+    for name, config in (("gnnrec worker", WORKER_DASK_CONFIG), ("dask default worker", {})):
+        with dask.config.set(config):
+            kwargs = {"n_workers": 1, "threads_per_worker": 1, "processes": True, "dashboard_address": None}
+            with LocalCluster(**kwargs) as cluster, Client(cluster) as client:
+                out[name] = client.submit(_train_seconds, args, pure=False).result()
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -115,7 +162,16 @@ def main() -> None:
     parser.add_argument("--timeout", type=float, default=300.0, help="Tuning seconds per model.")
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument(
+        "--malloc-check",
+        action="store_true",
+        help="Only time one LightGCN training in this process and in Dask workers (with and without Dask's "
+        "MALLOC_TRIM_THRESHOLD_) and print that.",
+    )
     args = parser.parse_args()
+    if args.malloc_check:
+        print(json.dumps(malloc_check(args), indent=2))
+        return
     args.json = args.json.resolve() if args.json else None  # the runs change the working directory
 
     from flows.prefect_server import start_temporary_server
