@@ -6,6 +6,9 @@ each, for the models' branches only, and closes it when they are done; ``dask_ad
 workers of a running scheduler instead. Each worker is a process of its own, so each model has its own torch
 random generator and thread pool, and its result does not depend on the runner.
 
+Prefect 3.9 has a ``ProcessPoolTaskRunner`` too; ``parallel: N`` uses Dask's ``LocalCluster`` instead so
+that one runner, and one tested path, serves both a single machine and a cluster.
+
 An address where no scheduler answers is refused before any work, with :class:`DaskUnavailableError` (a
 ``ConnectionError``: the CLI exits 3, an infrastructure failure).
 """
