@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 import typer
 
 from flows.cli_common import (
+    EXIT_INFRASTRUCTURE,
     AggregateDuplicatesOption,
     DataDirOption,
     DatasetOption,
@@ -143,6 +144,8 @@ class PipelineOptions:
     device: str | None = None
     train_space: str | None = None
     threads: int | None = None
+    parallel: int | None = None
+    dask_address: str | None = None
     mlflow_config: Path | None = None
 
     def overrides(self) -> dict[str, Any]:
@@ -181,6 +184,8 @@ class PipelineOptions:
             "device": self.device,
             "seed": self.seed,
             "threads": self.threads,
+            "parallel": self.parallel,
+            "dask_address": self.dask_address,
             "mlflow_config": self.mlflow_config,
             "train_space": None if self.train_space is None else _parse_train_space(self.train_space),
         }
@@ -209,6 +214,7 @@ def preflight(params: PipelineParams) -> None:
 
     The device must exist (``cuda`` without a GPU is refused), and a local source's data folder must exist.
     Unknown models and split ratios that do not sum to 1 are already refused by :class:`PipelineParams`.
+    A Dask scheduler named by ``--dask-address`` must answer (else exit 3, before any store is touched).
     """
     from tasks.train import resolve_device
 
@@ -219,6 +225,13 @@ def preflight(params: PipelineParams) -> None:
     folder = params.data.data_dir
     if params.data.dataset in ("csv", "recbole", "lightgcn") and folder is not None and not folder.exists():
         fail(f"The data folder {folder} does not exist (--data-dir).")
+    if params.dask_address:
+        from flows.parallel import DaskUnavailableError, probe_dask_scheduler
+
+        try:
+            probe_dask_scheduler(params.dask_address)
+        except DaskUnavailableError as err:
+            fail(str(err), EXIT_INFRASTRUCTURE)
 
 
 def _print_outcome(outcome: Any, settings: MlflowSettings) -> None:
@@ -410,6 +423,23 @@ def _pipeline_command(kind: Literal["train-and-promote", "retrain"]) -> Callable
             ),
         ] = None,
         threads: ThreadsOption = None,
+        parallel: Annotated[
+            int | None,
+            typer.Option(
+                "--parallel",
+                min=1,
+                help="Models trained at once, each in a worker process of its own with one thread (a local "
+                "Dask cluster of N workers); 1 (default) runs them one after another.",
+            ),
+        ] = None,
+        dask_address: Annotated[
+            str | None,
+            typer.Option(
+                "--dask-address",
+                help="Run the models on the workers of a running Dask scheduler, e.g. tcp://host:8786 "
+                "(exit 3 when none answers).",
+            ),
+        ] = None,
         mlflow_config: MlflowConfigOption = None,
         as_json: JsonOption = False,
     ) -> None:
@@ -440,6 +470,8 @@ def _pipeline_command(kind: Literal["train-and-promote", "retrain"]) -> Callable
             device=device,
             train_space=train_space,
             threads=threads,
+            parallel=parallel,
+            dask_address=dask_address,
             mlflow_config=mlflow_config,
         )
         _run_pipeline_command(kind, options, config=config, show_config=show_config, ctx=ctx, as_json=as_json)

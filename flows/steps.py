@@ -25,6 +25,7 @@ import re
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Literal, cast
 
@@ -304,6 +305,86 @@ def evaluate_model(
     shown = ", ".join(f"{k} {v:.4f}" for k, v in sorted(metrics.values.items()))
     get_run_logger().info("%s on %s: %s (%.2f s)", trained.config.model, part, shown, metrics.seconds)
     return metrics
+
+
+@dataclass(frozen=True)
+class ModelBranch:
+    """What one model's branch produced: its study, final model, test metrics and registered version."""
+
+    tuned: TuneResult
+    trained: TrainedModel
+    tested: Metrics
+    version: RegisteredVersion
+
+
+@task(name="model-branch", task_run_name="model-{base_config.model}", cache_policy=NO_CACHE)
+def model_branch(
+    dataset: Dataset,
+    split: Split,
+    base_config: TrainConfig,
+    *,
+    settings: MlflowSettings,
+    run_id: str,
+    lineage: Lineage,
+    study: str,
+    n_trials: int,
+    extra_trials: int,
+    timeout_s: float,
+    seed: int,
+    warm_start: dict[str, Any] | None,
+    callbacks: list[Any],
+    train_space: dict[str, list[Any]] | None,
+    ks: tuple[int, ...],
+    metric: str,
+    threads: int | None,
+) -> ModelBranch:
+    """One model's whole chain in one worker: tune -> train the best -> test -> register.
+
+    Run on a Dask worker (``parallel``/``dask_address``): the stages are the same tasks as in the flow,
+    nested under this one, so each keeps its name, retries, cache and log lines. The graphs are not shipped
+    to the worker: :func:`build_graphs` returns the flow's cached result (its key is the data's
+    fingerprints), or rebuilds the same graphs when the worker cannot read that cache.
+    """
+    from tasks.pipeline_config import final_train_config
+    from tasks.report import run_facts
+    from tasks.train import set_threads
+
+    used = set_threads(threads)
+    get_run_logger().info(
+        "%s runs in process %d with %d torch thread(s)", base_config.model, os.getpid(), used
+    )
+    graphs = build_graphs(dataset, split)
+    tuned = tune_model(
+        graphs,
+        split,
+        base_config,
+        study=study,
+        storage=settings.study_storage,
+        n_trials=n_trials,
+        extra_trials=extra_trials,
+        timeout_s=timeout_s,
+        seed=seed,
+        warm_start=warm_start,
+        callbacks=callbacks,
+        train_space=train_space,
+    )
+    trained = train_model(
+        graphs, split, final_train_config(base_config, tuned, warm_start), dataset.fingerprint
+    )
+    tested = evaluate_model(trained, split, "test", ks)
+    version = register_model(
+        settings,
+        run_id,
+        trained,
+        tested,
+        dataset,
+        split,
+        lineage,
+        run_facts(tuned, trained),
+        metric,
+        base_config.model,
+    )
+    return ModelBranch(tuned=tuned, trained=trained, tested=tested, version=version)
 
 
 @task(name="reconcile-stale-records", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=3)

@@ -13,13 +13,14 @@ report) lives in plain functions in :mod:`tasks.report` and :mod:`tasks.pipeline
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from flows import steps as t
+from flows.parallel import model_branch_runner, probe_dask_scheduler, worker_threads
 from tasks.compat import check_requirements
 from tasks.pipeline_config import PipelineParams
 from tasks.prepare import DataContractError, require_passed
@@ -103,6 +104,8 @@ def run_pipeline(params: PipelineParams, *, flow_name: str) -> PipelineOutcome:
     from tasks.register import Lineage, load_mlflow_settings
     from tasks.train import set_threads
 
+    if params.dask_address:
+        probe_dask_scheduler(params.dask_address)  # before any work: a scheduler that is not there fails now
     # Before any task: torch's worker threads read the thread count once, at their first parallel op.
     torch_threads = set_threads(params.threads)
     settings: MlflowSettings = load_mlflow_settings(params.mlflow_config)
@@ -189,13 +192,15 @@ def _models(
 ) -> PipelineOutcome:
     """Per model: tune -> train the best -> test -> register, each model a branch that may fail alone.
 
-    Each stage is submitted for every model still standing and collected as states, so one model's failure
+    With ``parallel: 1`` each stage is submitted for every model still standing, on the flow's one-worker
+    runner; with ``parallel: N`` or ``dask_address`` each model's whole chain is one task
+    (:func:`flows.steps.model_branch`) on a Dask worker of its own (:mod:`flows.parallel`). Either way the
+    branches are collected as states, so one model's failure
     (bad hyperparameters, a NaN loss, a device that is not there) closes its MLflow run FAILED and puts a
     ``failed`` row with the reason on the leaderboard, while the others are registered and compared.
     """
-    from tasks.pipeline_config import final_train_config
-    from tasks.register import Lineage, split_key, trial_logger
-    from tasks.report import failed_leaderboard_row, leaderboard_row, rank_leaderboard, run_facts, table_rows
+    from tasks.register import Lineage, split_key
+    from tasks.report import failed_leaderboard_row, leaderboard_row, rank_leaderboard, table_rows
     from tasks.tune import study_name, trial_settings_key
 
     logger = get_run_logger()
@@ -228,51 +233,43 @@ def _models(
         children[family] = t.start_model_run(settings, parent, family, lineage)
         records.add_run(settings.tracking_uri, children[family])
     warm = {f: t.warm_start_params(settings, f, studies[f]) if params.warm_start else None for f in families}
-    tuned = collect(
-        {
-            f: t.tune_model.submit(
-                graphs,
-                split,
-                base[f],
-                study=studies[f],
-                storage=settings.study_storage,
-                n_trials=params.n_trials,
-                extra_trials=params.extra_trials,
-                timeout_s=params.timeout_s,
-                seed=params.seed,
-                warm_start=warm[f],
-                train_space=params.train_space,
-                callbacks=[trial_logger(settings, model_run_id=children[f], family=f, lineage=lineage)],
-            )
-            for f in families
-        }
-    )
-    trained = collect(
-        {
-            f: t.train_model.submit(
-                graphs, split, final_train_config(base[f], tuned[f], warm[f]), dataset.fingerprint
-            )
-            for f in tuned
-        }
-    )
-    tested = collect({f: t.evaluate_model.submit(trained[f], split, "test", ks) for f in trained})
-    versions = collect(
-        {
-            f: t.register_model.submit(
+    with model_branch_runner(params) as runner:
+        if runner is None:
+            tuned, trained, tested, versions = _stages_in_flow(
+                params,
                 settings,
-                children[f],
-                trained[f],
-                tested[f],
+                metric,
+                ks,
+                dataset,
+                split,
+                graphs,
+                lineage,
+                base,
+                studies,
+                children,
+                warm,
+                collect,
+            )
+        else:
+            branches = _branches_on_workers(
+                runner,
+                params,
+                settings,
+                metric,
+                ks,
                 dataset,
                 split,
                 lineage,
-                run_facts(tuned[f], trained[f]),
-                metric,
-                f,
+                base,
+                studies,
+                children,
+                warm,
+                collect,
             )
-            for f in tested
-        }
-    )
+            tuned = {f: b.tuned for f, b in branches.items()}
+            trained = {f: b.trained for f, b in branches.items()}
+            tested = {f: b.tested for f, b in branches.items()}
+            versions = {f: b.version for f, b in branches.items()}
     rows: list[dict[str, Any]] = []
     for family in families:
         if family in versions:
@@ -326,6 +323,130 @@ def _models(
     )
 
 
+def _branches_on_workers(
+    runner: Any,
+    params: PipelineParams,
+    settings: MlflowSettings,
+    metric: str,
+    ks: tuple[int, ...],
+    dataset: Any,
+    split: Any,
+    lineage: Any,
+    base: dict[str, Any],
+    studies: dict[str, str],
+    children: dict[str, str],
+    warm: dict[str, Any],
+    collect: Any,
+) -> dict[str, Any]:
+    """Each model's whole chain (:func:`flows.steps.model_branch`) on a Dask worker; waits for all of them."""
+    from tasks.register import trial_logger
+
+    threads = worker_threads(params)
+    return cast(
+        "dict[str, Any]",
+        collect(
+            {
+                family: runner.submit(
+                    t.model_branch,
+                    parameters={
+                        "dataset": dataset,
+                        "split": split,
+                        "base_config": base[family],
+                        "settings": settings,
+                        "run_id": children[family],
+                        "lineage": lineage,
+                        "study": studies[family],
+                        "n_trials": params.n_trials,
+                        "extra_trials": params.extra_trials,
+                        "timeout_s": params.timeout_s,
+                        "seed": params.seed,
+                        "warm_start": warm[family],
+                        "callbacks": [
+                            trial_logger(
+                                settings, model_run_id=children[family], family=family, lineage=lineage
+                            )
+                        ],
+                        "train_space": params.train_space,
+                        "ks": ks,
+                        "metric": metric,
+                        "threads": threads,
+                    },
+                )
+                for family in params.models
+            }
+        ),
+    )
+
+
+def _stages_in_flow(
+    params: PipelineParams,
+    settings: MlflowSettings,
+    metric: str,
+    ks: tuple[int, ...],
+    dataset: Any,
+    split: Any,
+    graphs: Any,
+    lineage: Any,
+    base: dict[str, Any],
+    studies: dict[str, str],
+    children: dict[str, str],
+    warm: dict[str, Any],
+    collect: Any,
+) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any], dict[str, Any]]:
+    """The models' stages on the flow's own runner: each stage submitted for every model still standing."""
+    from tasks.pipeline_config import final_train_config
+    from tasks.register import trial_logger
+    from tasks.report import run_facts
+
+    families = list(params.models)
+    tuned = collect(
+        {
+            f: t.tune_model.submit(
+                graphs,
+                split,
+                base[f],
+                study=studies[f],
+                storage=settings.study_storage,
+                n_trials=params.n_trials,
+                extra_trials=params.extra_trials,
+                timeout_s=params.timeout_s,
+                seed=params.seed,
+                warm_start=warm[f],
+                train_space=params.train_space,
+                callbacks=[trial_logger(settings, model_run_id=children[f], family=f, lineage=lineage)],
+            )
+            for f in families
+        }
+    )
+    trained = collect(
+        {
+            f: t.train_model.submit(
+                graphs, split, final_train_config(base[f], tuned[f], warm[f]), dataset.fingerprint
+            )
+            for f in tuned
+        }
+    )
+    tested = collect({f: t.evaluate_model.submit(trained[f], split, "test", ks) for f in trained})
+    versions = collect(
+        {
+            f: t.register_model.submit(
+                settings,
+                children[f],
+                trained[f],
+                tested[f],
+                dataset,
+                split,
+                lineage,
+                run_facts(tuned[f], trained[f]),
+                metric,
+                f,
+            )
+            for f in tested
+        }
+    )
+    return tuned, trained, tested, versions
+
+
 def _publish_mlflow_links(settings: MlflowSettings, parent: str, rows: list[dict[str, Any]]) -> None:
     """The ``mlflow-runs`` artifact: this flow run's MLflow runs and registered versions, as links."""
     import os
@@ -353,6 +474,8 @@ def model_task_runner() -> Any:
     One worker, because torch's random generator and thread pool are per process: two trainings in threads
     of one process would draw from the same generator and lose determinism under a seed (and contend for
     the same cores and SQLite stores). Submitting still makes each model's branch a state of its own.
+    Models run at once in processes of their own instead: ``parallel: N`` or ``dask_address``
+    (:func:`flows.parallel.model_branch_runner`).
     """
     return ThreadPoolTaskRunner(max_workers=1)
 

@@ -156,6 +156,19 @@ class PipelineParams(BaseModel):
         title="CPU threads",
         description="torch.set_num_threads for the flow run; empty: torch's default (one per core).",
     )
+    parallel: int = Field(
+        default=1,
+        ge=1,
+        le=64,
+        title="Models in parallel",
+        description="1: one model after another; N: N models at once, on a local Dask cluster of N workers.",
+    )
+    dask_address: str | None = Field(
+        default=None,
+        title="Dask scheduler",
+        description="A running Dask scheduler (tcp://host:8786) whose workers run the models; empty: local.",
+        examples=["tcp://127.0.0.1:8786"],
+    )
     mlflow_config: Path | None = Field(
         default=None,
         title="MLflow settings file",
@@ -208,6 +221,13 @@ class PipelineParams(BaseModel):
         if not value or any(k < 1 for k in value):
             raise ValueError(f"ks must be positive cut-offs, got {list(value)}")
         return tuple(sorted(set(value)))
+
+    @field_validator("dask_address")
+    @classmethod
+    def _dask_address_named(cls, value: str | None) -> str | None:
+        if value is not None and not re.match(r"^([a-z]+://)?[^\s:/]+:\d+$", value.strip()):
+            raise ValueError(f"dask_address must look like tcp://host:8786, got {value!r}")
+        return value.strip() if value else None
 
     @field_validator("device")
     @classmethod
