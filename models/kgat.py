@@ -23,10 +23,13 @@ training history), ranked by the product of the attention weights along the path
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -89,6 +92,10 @@ class KGAT(EmbeddingRecommender):
         reg_weight: L2 on the batch's ego embeddings (users, items; entities and relations in the KG term).
         kg_weight: Weight of the TransR loss next to BPR (0 turns it off).
         init_std: Standard deviation of the normal initialisation of the embeddings.
+        aggregator: ``"bi-interaction"`` (the paper's Eq. 8, layers of widths ``d, d/2, d/4``) or
+            ``"linear"``: ``e^(l+1) = A_pi e^(l)`` with no transform, no non-linearity and the layers
+            averaged, LightGCN's propagation (He et al., SIGIR 2020) on the attentive CKG; it keeps the KG
+            paths and attention, and has no weights to over-fit on sparse data.
     """
 
     name = "kgat"
@@ -120,8 +127,11 @@ class KGAT(EmbeddingRecommender):
         reg_weight: float = 1e-5,
         kg_weight: float = 1.0,
         init_std: float = 0.1,
+        aggregator: Literal["bi-interaction", "linear"] = "bi-interaction",
     ) -> None:
         super().__init__(num_users, num_items, embedding_dim, reg_weight)
+        if aggregator not in ("bi-interaction", "linear"):
+            raise ValueError(f"aggregator must be 'bi-interaction' or 'linear', got {aggregator!r}")
         if num_entities < num_items:
             raise ValueError(f"num_entities ({num_entities}) must count the {num_items} items")
         if num_layers < 1:
@@ -136,6 +146,7 @@ class KGAT(EmbeddingRecommender):
         self.layer_dims = [max(1, embedding_dim // 2**layer) for layer in range(num_layers)]
         self.kg_weight = kg_weight
         self.init_std = init_std
+        self.aggregator = aggregator
         self.num_kg_edges = int(kg_edge_index.shape[1])
 
         # The CKG's edges: KG edges first (their column order kept), then user -> item, then item -> user.
@@ -181,6 +192,7 @@ class KGAT(EmbeddingRecommender):
             reg_weight=reg_weight,
             kg_weight=kg_weight,
             init_std=init_std,
+            aggregator=aggregator,
         )
         self.reset_parameters()
 
@@ -220,6 +232,7 @@ class KGAT(EmbeddingRecommender):
             "reg_weight": 1e-5,
             "kg_weight": 1.0,
             "init_std": 0.1,
+            "aggregator": "bi-interaction",
         }
 
     @staticmethod
@@ -231,6 +244,7 @@ class KGAT(EmbeddingRecommender):
             "reg_weight": trial.suggest_float("reg_weight", 1e-6, 1e-2, log=True),
             "kg_weight": trial.suggest_float("kg_weight", 0.0, 1.0),
             "init_std": trial.suggest_float("init_std", 1e-3, 0.2, log=True),
+            "aggregator": trial.suggest_categorical("aggregator", ["bi-interaction", "linear"]),
         }
 
     # -- attention ---------------------------------------------------------------------------------------
@@ -273,13 +287,22 @@ class KGAT(EmbeddingRecommender):
     # -- propagation -------------------------------------------------------------------------------------
 
     def propagate(self) -> Tensor:
-        """Final node representations: ego embedding and every layer's normalised output, concatenated.
+        """Final node representations of every CKG node.
+
+        Bi-interaction: the ego embedding and every layer's normalised output, concatenated. Linear: the
+        mean of ``e, A e, ..., A^L e``.
 
         Shapes:
-            ``[E + U, d + sum(layer_dims)]``.
+            ``[E + U, d + sum(layer_dims)]`` (bi-interaction), ``[E + U, d]`` (linear).
         """
         adj, adj_t = self._adjacency()
         x = self._node_table()
+        if self.aggregator == "linear":
+            total = x
+            for _ in range(self.num_layers):
+                x = _SpMM.apply(adj, adj_t, x)
+                total = total + x
+            return total / (self.num_layers + 1)
         outputs = [x]
         for w_sum, w_product in zip(self.w_sum, self.w_product, strict=True):
             neighbours: Tensor = _SpMM.apply(adj, adj_t, x)
@@ -340,19 +363,80 @@ class KGAT(EmbeddingRecommender):
         bad = torch.randint(0, self.num_entities, (batch_size,), generator=generator, device=gen_device)
         idx, bad = idx.to(device), bad.to(device)
         h, t, r = self.edge_src[idx], self.edge_dst[idx], self.edge_type[idx]
-        w = self.relation_proj[r]  # [B, d, d]
         e_r = self.relation_embedding(r)
         table = self.entity_embedding
-        proj_h = torch.bmm(table(h).unsqueeze(1), w).squeeze(1)
-        proj_t = torch.bmm(table(t).unsqueeze(1), w).squeeze(1)
-        proj_bad = torch.bmm(table(bad).unsqueeze(1), w).squeeze(1)
+        # One [n_r, d] x [d, d] product per relation in the batch: gathering a [B, d, d] stack of W_r for
+        # a batched product costs several times more.
+        proj = self._project(torch.cat([table(h), table(t), table(bad)]), r.repeat(3))
+        proj_h, proj_t, proj_bad = proj.split(batch_size)
         good = ((proj_h + e_r - proj_t) ** 2).sum(1)
         corrupt = ((proj_h + e_r - proj_bad) ** 2).sum(1)
         kg = F.softplus(good - corrupt).mean()
         l2 = (proj_h.pow(2).sum() + e_r.pow(2).sum() + proj_t.pow(2).sum() + proj_bad.pow(2).sum()) / 2
         return kg + self.reg_weight * l2 / batch_size
 
+    def _project(self, x: Tensor, relation: Tensor) -> Tensor:
+        """``x[k] @ W_{relation[k]}`` for every row, grouped by relation.
+
+        Shapes:
+            x ``[B, d]``, relation ``[B]`` -> ``[B, d]``.
+        """
+        order = torch.argsort(relation, stable=True)
+        counts = torch.bincount(relation, minlength=self.num_kg_relations + 2).tolist()
+        blocks = x[order].split(counts)
+        # unbind: one backward for the whole stack; indexing W_r per relation fills a zero [R, d, d] each.
+        weights = self.relation_proj.unbind(0)
+        projected = torch.cat([block @ weights[rel] for rel, block in enumerate(blocks) if block.numel()])
+        return projected[torch.argsort(order)]
+
     # -- explanations ------------------------------------------------------------------------------------
+
+    def explainer(self) -> KGExplainer:
+        """The CKG and its current attention, detached on the CPU.
+
+        It is what :meth:`explain` reads, and what is exported beside the served model so that the served
+        model can explain its recommendations too.
+        """
+        return KGExplainer(
+            edge_src=self.edge_src.detach().cpu(),
+            edge_dst=self.edge_dst.detach().cpu(),
+            edge_type=self.edge_type.detach().cpu(),
+            attention=self.attention.detach().float().cpu(),
+            num_entities=self.num_entities,
+            num_kg_edges=self.num_kg_edges,
+            num_kg_relations=self.num_kg_relations,
+        )
+
+    def explain(self, user: int, items: Sequence[int], top: int = 3) -> list[list[KGPath]]:
+        """The ``top`` strongest KG paths to each of ``items`` (:meth:`KGExplainer.explain`)."""
+        return self.explainer().explain(user, items, top)
+
+
+@dataclass(frozen=True, eq=False)
+class KGExplainer:
+    """Explanations of KGAT's recommendations from the CKG and the attention of its edges.
+
+    Attributes:
+        edge_src: Head node of every CKG edge (entities ``0..E-1``, user ``u`` at ``E + u``), long ``[N]``.
+        edge_dst: Tail node of every edge, long ``[N]``.
+        edge_type: Relation of every edge (KG relations first, then interact, interacted_by), long ``[N]``.
+        attention: ``pi(h, r, t)`` of every edge, float ``[N]``.
+        num_entities: E.
+        num_kg_edges: The first ``num_kg_edges`` edges are the KG's (with inverses); the rest interactions.
+        num_kg_relations: KG relations including inverses (``2R``; ``r >= R`` is the inverse of ``r - R``).
+        entity_names: Raw id of every entity (items first), for :meth:`describe`; empty when unknown.
+        relation_names: Name of every base relation (``R`` of them), for :meth:`describe`.
+    """
+
+    edge_src: Tensor
+    edge_dst: Tensor
+    edge_type: Tensor
+    attention: Tensor
+    num_entities: int
+    num_kg_edges: int
+    num_kg_relations: int
+    entity_names: tuple[str, ...] = ()
+    relation_names: tuple[str, ...] = ()
 
     @torch.no_grad()
     def explain(self, user: int, items: Sequence[int], top: int = 3) -> list[list[KGPath]]:
@@ -360,8 +444,7 @@ class KGAT(EmbeddingRecommender):
 
         A path is ``user -interact-> j -r1-> i`` or ``user -interact-> j -r1-> e -r2-> i`` with ``j`` an item
         the user interacted with in training, each hop an edge of the CKG; its weight is the product of
-        the attention weights of its edges (the model's current attention). An item that no such path
-        reaches gets an empty list.
+        the attention weights of its edges. An item that no such path reaches gets an empty list.
 
         Args:
             user: Internal user id.
@@ -372,13 +455,12 @@ class KGAT(EmbeddingRecommender):
             One list of :class:`KGPath` per item.
         """
         src, dst, rel, att = self.edge_src, self.edge_dst, self.edge_type, self.attention
-        node = self.num_entities + int(user)
-        own = (src == node).nonzero().squeeze(1)
-        history = torch.zeros(self.num_entities, dtype=torch.bool, device=src.device)
+        own = (src == self.num_entities + int(user)).nonzero().squeeze(1)
+        history = torch.zeros(self.num_entities, dtype=torch.bool)
         history[dst[own]] = True
-        item_weight = torch.zeros(self.num_entities, device=att.device)
+        item_weight = torch.zeros(self.num_entities, dtype=att.dtype)
         item_weight[dst[own]] = att[own]
-        kg = torch.arange(self.num_kg_edges, device=src.device)
+        kg = torch.arange(self.num_kg_edges)
         first = kg[history[src[kg]]]  # KG edges leaving a history item
         out: list[list[KGPath]] = []
         for item in items:
@@ -387,8 +469,7 @@ class KGAT(EmbeddingRecommender):
             for e in first[dst[first] == item].tolist():  # j -r-> i
                 j = int(src[e])
                 paths.append(KGPath(int(user), (j, item), (int(rel[e]),), float(item_weight[j] * att[e])))
-            into = kg[dst[kg] == item]
-            for e2 in into.tolist():  # j -r1-> e -r2-> i
+            for e2 in kg[dst[kg] == item].tolist():  # j -r1-> e -r2-> i
                 middle = int(src[e2])
                 if middle == item:
                     continue
@@ -399,6 +480,61 @@ class KGAT(EmbeddingRecommender):
             paths.sort(key=lambda p: (-p.weight, p.entities, p.relations))
             out.append(paths[:top])
         return out
+
+    def describe(self, path: KGPath) -> str:
+        """One line for a path in raw ids and relation names: ``50 -[film.genre]-> m.0hcr -[...]-> 181``."""
+        base = self.num_kg_relations // 2
+
+        def entity(e: int) -> str:
+            return self.entity_names[e] if e < len(self.entity_names) else str(e)
+
+        def relation(r: int) -> str:
+            name = self.relation_names[r % base] if base and r % base < len(self.relation_names) else str(r)
+            return f"{name} (inverse)" if base and r >= base else name
+
+        text = entity(path.entities[0])
+        for r, e in zip(path.relations, path.entities[1:], strict=True):
+            text += f" -[{relation(r)}]-> {entity(e)}"
+        return f"{text} ({path.weight:.3g})"
+
+    def save(self, folder: str | Path) -> Path:
+        """Write ``edges.npz`` and ``explainer.json`` into ``folder`` (created)."""
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        np.savez(
+            folder / "edges.npz",
+            edge_src=self.edge_src.numpy(),
+            edge_dst=self.edge_dst.numpy(),
+            edge_type=self.edge_type.numpy(),
+            attention=self.attention.numpy(),
+        )
+        meta = {
+            "num_entities": self.num_entities,
+            "num_kg_edges": self.num_kg_edges,
+            "num_kg_relations": self.num_kg_relations,
+            "entity_names": list(self.entity_names),
+            "relation_names": list(self.relation_names),
+        }
+        (folder / "explainer.json").write_text(json.dumps(meta))
+        return folder
+
+    @classmethod
+    def load(cls, folder: str | Path) -> KGExplainer:
+        """Read what :meth:`save` wrote."""
+        folder = Path(folder)
+        arrays = np.load(folder / "edges.npz")
+        meta = json.loads((folder / "explainer.json").read_text())
+        return cls(
+            edge_src=torch.from_numpy(arrays["edge_src"]),
+            edge_dst=torch.from_numpy(arrays["edge_dst"]),
+            edge_type=torch.from_numpy(arrays["edge_type"]),
+            attention=torch.from_numpy(arrays["attention"]),
+            num_entities=int(meta["num_entities"]),
+            num_kg_edges=int(meta["num_kg_edges"]),
+            num_kg_relations=int(meta["num_kg_relations"]),
+            entity_names=tuple(meta["entity_names"]),
+            relation_names=tuple(meta["relation_names"]),
+        )
 
 
 def _crow(rows: Tensor, num_rows: int) -> Tensor:

@@ -61,6 +61,20 @@ def test_propagation_matches_an_edge_by_edge_reference(data, num_layers) -> None
     assert users.shape[1] == [16, 20][num_layers - 1]  # ego 8, then layers of 8 (and 4)
 
 
+def test_linear_aggregator_averages_powers_of_the_attention_matrix(data) -> None:
+    _, _, graphs = data
+    model = KGAT.from_graphs(graphs, embedding_dim=8, num_layers=2, aggregator="linear")
+    adj = torch.zeros(model.num_nodes, model.num_nodes)
+    adj.index_put_((model.edge_src, model.edge_dst), model.attention, accumulate=True)
+    x = model._node_table()
+    expected = (x + adj @ x + adj @ (adj @ x)) / 3
+    users, items = model.embeddings()
+    torch.testing.assert_close(users, expected[model.num_entities :], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(items, expected[: graphs.num_items], rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="aggregator"):
+        KGAT.from_graphs(graphs, aggregator="mean")
+
+
 def test_sparse_product_gradient_uses_the_transpose() -> None:
     dense = torch.tensor([[0.0, 2.0, 0.0], [1.0, 0.0, 3.0], [0.0, 0.5, 0.0]])
     x = torch.randn(3, 2, requires_grad=True)
