@@ -4,9 +4,14 @@
 * HetRec Last.fm 2K: every (user, artist) pair is a positive; random per-user 8:1:1 split, seed 2020 (the
   protocol of RecBole-GNN's published social-recommendation table: random 8:1:1, full ranking, @10, where
   LightGCN scored Recall@10 0.2064 / NDCG@10 0.1972, NGCF 0.1960 / 0.1898, BPR 0.1761 / 0.1674).
+* With ``--datasets movielens-100k-kg lastfm-kg``: the same split on the knowledge-aware versions (RecBole's
+  MovieLens 100K with its Freebase KG; KGCN's Last.fm, plays of KG-linked artists, with the Satori KG), for
+  the KG models (``kgat``).
 
 Full ranking over all items; train items masked (and validation items when scoring test). Each model trains
-with early stopping on validation NDCG@10 and is reported on test at its best validation epoch.
+with early stopping on validation NDCG@10 and is reported on test at its best validation epoch, overall and
+on the long tail (``test_long_tail``: only test items outside the ``--long-tail`` share, default 20%, of
+most popular training items count as relevant; ``tasks.evaluate.evaluate(long_tail=...)``).
 
 RecBole-GNN's Last.fm runs (``results/social/lastfm.md``) used the same 1892 users, 17632 items and 92834
 pairs with no filtering, batch 4096, early stopping after 50 evaluations without a better valid NDCG@10
