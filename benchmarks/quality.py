@@ -37,6 +37,7 @@ from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from models.serving import Servable
@@ -184,6 +185,8 @@ def main() -> None:
                 flush=True,
             )
             print(f"  {model:9s} long-tail test {_fmt(best['test_long_tail'])}", flush=True)
+            if best["explained_share"] is not None:
+                print(f"  {model:9s} top-10 items with a KG path: {best['explained_share']:.1%}", flush=True)
             if best["test_exported"] is not None:
                 print(f"  {model:9s} test {_fmt(best['test_exported'])} (exported servable)", flush=True)
             results["datasets"][name] = entry
@@ -239,6 +242,7 @@ def _run_one(
         "test": test.values,
         "test_long_tail": test_tail.values,
         "long_tail_users": test_tail.users_evaluated,
+        "explained_share": _explained_share(trained.model, split),
         "test_exported": exported,
         "best_epoch": trained.best_epoch,
         "epochs_run": trained.epochs_run,
@@ -247,6 +251,26 @@ def _run_one(
         "seconds_per_epoch": trained.seconds_per_epoch,
         "published": published,
     }
+
+
+def _explained_share(model: Any, split: Split, users: int = 200, k: int = 10) -> float | None:
+    """For a model that explains (KGAT): the share of the first ``users`` users' top-``k`` items (train
+    and valid masked) that at least one KG path from the user's training items reaches; else ``None``."""
+    make = getattr(model, "explainer", None)
+    if make is None:
+        return None
+    explainer = make()
+    chosen = torch.arange(min(users, split.num_users))
+    with model.inference():
+        scores = model.score_users(chosen).clone()
+    seen = np.concatenate([split.train, split.valid])
+    seen = seen[seen[:, 0] < len(chosen)]
+    scores[torch.as_tensor(seen[:, 0]), torch.as_tensor(seen[:, 1])] = -torch.inf
+    top = scores.topk(k, dim=1).indices
+    reached = sum(
+        bool(paths) for u in chosen.tolist() for paths in explainer.explain(u, top[u].tolist(), top=1)
+    )
+    return reached / (len(chosen) * k)
 
 
 class _ServableScorer:
