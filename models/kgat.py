@@ -17,9 +17,9 @@ the dot product. Training adds to BPR on interactions the TransR loss of Eq. 2 o
 (tails corrupted uniformly), with L2 on the batch's ego embeddings.
 
 The defaults are the paper's. Measured on ML-100K-KG and Last.fm-KG (benchmarks/RESULTS.md, issue 12),
-validation picked ``aggregator="linear"`` with ``kg_weight=0`` on both: the bi-interaction layers over-fit
-these small data sets, and training the attention's relation parameters through TransR (even at weight
-0.01) made it worse, while propagating over the KG edges is what lifts the long-tail items.
+validation picked ``aggregator="linear"`` with ``kg_weight=0`` on both: the bi-interaction layers scored
+far lower on these small data sets, and training the attention's relation parameters through TransR (even
+at weight 0.01) made it worse, while propagating over the KG edges is what lifts the long-tail items.
 
 Explanations follow the paper's case study: a recommended item is explained by the paths
 ``user -interact-> item j -r1-> ... -> recommended item`` (one or two KG hops after an item of the user's
