@@ -53,8 +53,7 @@ class DataConfig(BaseModel):
         default="synthetic",
         title="Dataset",
         description=(
-            "Source: synthetic (no files), movielens-100k, lastfm-hetrec, movielens-100k-kg, lastfm-kg, "
-            "recbole, lightgcn or csv."
+            "Source: synthetic, movielens-100k(-kg), lastfm-hetrec, lastfm-kg, recbole, lightgcn or csv."
         ),
     )
     data_dir: Path | None = Field(
