@@ -495,6 +495,17 @@ def recommend(
         ),
     ] = None,
     k: Annotated[int, typer.Option("--k", "-k", min=1, help="How many items per user.")] = 10,
+    explain: Annotated[
+        bool,
+        typer.Option(
+            "--explain",
+            help=(
+                "Also say why: for each recommendation of a known user, the strongest knowledge-graph paths "
+                "from an item of the user's history to it, with their attention weights (models with a "
+                "KG, e.g. kgat)."
+            ),
+        ),
+    ] = False,
     mlflow_config: MlflowConfigOption = None,
 ) -> None:
     """Recommend the top-K unseen items for known users or new users' histories, from the champion.
@@ -519,7 +530,7 @@ def recommend(
         frames += [(f"history {n}", pd.DataFrame({"history": [h]})) for n, h in enumerate(histories, 1)]
         outs = []
         for label, frame in frames:
-            result = _predict(model, frame, k)
+            result = _predict(model, frame, k, explain)
             if label is not None:
                 result["user"] = label
             outs.append(result)
@@ -527,21 +538,31 @@ def recommend(
     from rich.console import Console
     from rich.table import Table
 
+    explanations = out.pop("explanation") if "explanation" in out.columns else None
     table = Table(title=f"Top-{k} from {uri}")
     for column in out.columns:
         table.add_column(str(column))
     for row in out.itertuples(index=False):
         table.add_row(*(f"{v:.4f}" if isinstance(v, float) else str(v) for v in row))
     Console().print(table)
+    if explain and explanations is None:
+        typer.echo("This champion was registered before explanations existed: register it again to explain.")
+    if explanations is not None:
+        typer.echo("Why (history item -[relation]-> ... -> recommended item, attention product):")
+        for row, text in zip(out.itertuples(index=False), explanations, strict=True):
+            paths = text.split(" | ") if text else ["no knowledge-graph path from the user's history"]
+            typer.echo(f"  user {row.user}, #{row.rank} item {row.item}:")
+            for path in paths:
+                typer.echo(f"    {path}")
     if out["fallback"].any():
         typer.echo("Users marked fallback are unknown to the model: they get the most popular items.")
 
 
-def _predict(model: Any, frame: Any, k: int) -> Any:
+def _predict(model: Any, frame: Any, k: int, explain: bool = False) -> Any:
     from mlflow.exceptions import MlflowException
 
     try:
-        return model.predict(frame, params={"k": k})
+        return model.predict(frame, params={"k": k, "explain": True} if explain else {"k": k})
     except (MlflowException, ValueError) as err:
         message = err.message if isinstance(err, MlflowException) else str(err)
         fail(f"The champion rejected the input: {' '.join(message.split())}")

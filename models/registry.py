@@ -11,6 +11,7 @@ from models import (  # noqa: F401  (imported for registration)
     gcn,
     graphsage,
     itemknn,
+    kgat,
     lightgcn,
     mf,
     ngcf,

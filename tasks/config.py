@@ -11,7 +11,16 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-DatasetName = Literal["synthetic", "movielens-100k", "lastfm-hetrec", "recbole", "lightgcn", "csv"]
+DatasetName = Literal[
+    "synthetic",
+    "movielens-100k",
+    "lastfm-hetrec",
+    "movielens-100k-kg",
+    "lastfm-kg",
+    "recbole",
+    "lightgcn",
+    "csv",
+]
 SplitMethod = Literal["random", "temporal", "loo", "fixed", "cold-users", "cold-items"]
 
 
@@ -43,7 +52,9 @@ class DataConfig(BaseModel):
     dataset: DatasetName = Field(
         default="synthetic",
         title="Dataset",
-        description="Source: synthetic (no files), movielens-100k, lastfm-hetrec, recbole, lightgcn or csv.",
+        description=(
+            "Source: synthetic, movielens-100k(-kg), lastfm-hetrec, lastfm-kg, recbole, lightgcn or csv."
+        ),
     )
     data_dir: Path | None = Field(
         default=None,

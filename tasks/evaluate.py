@@ -22,6 +22,11 @@ shorter than ``K`` (the empty positions count as misses). A truth item that is a
 both train and test) stays in ``R`` but can never be hit, as in the reference LightGCN evaluation.
 The popularity floor ranks items by training count, ties broken by the lower item id.
 
+**Long tail** (``long_tail=0.2``): only truth pairs whose item is outside the 20% most popular training items
+(ranked by training count, ties to the lower id, as the popularity floor) count as relevant; the ranking is
+still over every item, so a head item in the list is a miss. Users without a long-tail truth item are
+skipped. This asks how well a model surfaces the catalogue's less-known items to those who like them.
+
 **New users** (a ``cold-users`` split): a user with pairs in the split's ``history`` part has no trained row;
 it is scored by ``model.score_history`` of that history (the model's own rule for new users: fold-in, its
 network, item-item weights), never by ``score_users``, and its history items are masked like training
@@ -365,6 +370,32 @@ def truth_and_exclude(split: Split, part: Part) -> tuple[np.ndarray, np.ndarray]
     return truth, np.concatenate(seen)
 
 
+def head_items(split: Split, share: float) -> np.ndarray:
+    """The ``share`` most popular training items (a ``ceil(share * I)`` count), by training count.
+
+    Ties are broken by the lower item id, as in :func:`popularity_metrics`; items without a training pair
+    are never in the head unless ``share`` reaches them.
+
+    Raises:
+        ValueError: ``share`` is not in ``(0, 1)``.
+    """
+    if not 0.0 < share < 1.0:
+        raise ValueError(f"the long-tail head share must lie in (0, 1), got {share}.")
+    counts = np.bincount(split.train.reshape(-1, 2)[:, 1].astype(np.int64), minlength=split.num_items)
+    order = np.lexsort((np.arange(split.num_items), -counts))  # count descending, then id ascending
+    return np.sort(order[: int(np.ceil(share * split.num_items))])
+
+
+def _long_tail(truth: np.ndarray, split: Split, share: float | None) -> np.ndarray:
+    """``truth`` without pairs whose item is in the head :func:`head_items` (all of it when ``None``)."""
+    if share is None:
+        return truth
+    head = np.zeros(split.num_items, dtype=bool)
+    head[head_items(split, share)] = True
+    truth = truth.reshape(-1, 2)
+    return truth[~head[truth[:, 1]]]
+
+
 def cold_item_mask(split: Split) -> torch.Tensor | None:
     """On a cold-items split, the items seen in training (masked for every user); ``None`` otherwise."""
     if split.method != "cold-items":
@@ -457,6 +488,7 @@ def evaluate(
     *,
     chunk_size: int = DEFAULT_CHUNK_SIZE,
     device: torch.device | str | None = None,
+    long_tail: float | None = None,
 ) -> Metrics:
     """Full-ranking metrics of a recommender on the validation or test part.
 
@@ -474,6 +506,8 @@ def evaluate(
         ks: Cut-offs.
         chunk_size: Users scored at once.
         device: Where to rank; ``None`` uses the device of the model's scores.
+        long_tail: When given (e.g. ``0.2``), only truth items outside that share of most popular
+            training items are relevant (the long-tail metrics, see the module docstring).
 
     Returns:
         The metrics; ``seconds`` includes the precomputation.
@@ -486,6 +520,7 @@ def evaluate(
     if reason is not None:
         raise UnsupportedSplitError(reason)
     truth, exclude = truth_and_exclude(split, part)
+    truth = _long_tail(truth, split, long_tail)
     index = HistoryIndex.from_split(split)
     with model.inference():
         if device is None:
@@ -512,6 +547,7 @@ def popularity_metrics(
     *,
     chunk_size: int = DEFAULT_CHUNK_SIZE,
     device: torch.device | str | None = None,
+    long_tail: float | None = None,
 ) -> Metrics:
     """The popularity floor: every user gets the most-interacted training items, with the same masking.
 
@@ -524,11 +560,13 @@ def popularity_metrics(
         ks: Cut-offs.
         chunk_size: Users scored at once.
         device: Where to score; ``None`` means CPU.
+        long_tail: As in :func:`evaluate`.
 
     Returns:
         The metrics.
     """
     truth, exclude = truth_and_exclude(split, part)
+    truth = _long_tail(truth, split, long_tail)
     dev = torch.device(device) if device is not None else torch.device("cpu")
     train_items = torch.as_tensor(split.train.reshape(-1, 2)[:, 1], dtype=torch.long)
     counts = torch.bincount(train_items, minlength=split.num_items).to(torch.float64)

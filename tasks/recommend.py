@@ -21,6 +21,13 @@ row and the items, which the MLflow scoring server answers with HTTP 400. Output
 recommendation with columns ``user`` (as given), ``rank`` (1..K), ``item`` (raw item id), ``score`` and
 ``fallback``.
 
+**Explanations** (``explain`` parameter true, models that can explain, e.g. KGAT): an ``explanation``
+column holds, for each recommendation of a known user, its strongest knowledge-graph paths from an item of
+the user's training history, in raw ids and relation names with their attention weight, ``" | "``-joined
+(``"50 -[film.film.genre]-> m.0hcr -[film.film.genre (inverse)]-> 181 (0.0123)"``); empty when no path
+reaches the item, for new users and for the fallback. The exported ``explainer/`` folder (the model's
+graph and attention, :class:`models.kgat.KGExplainer`) is what serves them.
+
 **Fallback** for a row with neither a known user nor a history: the K most popular items of the training
 part, in order of popularity, with ``fallback = True`` and the item's share of training interactions as
 ``score``. Known users with fewer than K unseen items get only those.
@@ -60,6 +67,7 @@ if TYPE_CHECKING:
     from mlflow.models.model import ModelInfo
 
     from models.base import Recommender
+    from models.kgat import KGExplainer
     from models.serving import Servable
     from tasks.ingest.dataset import Dataset
     from tasks.split import Split
@@ -186,6 +194,9 @@ def export_recommender(model: Recommender, dataset: Dataset, split: Split, out_d
         "popularity": out_dir / "popularity.npy",
     }
     model.export().save(paths["servable"])
+    explainer = explainer_of(model, dataset)
+    if explainer is not None:
+        paths["explainer"] = explainer.save(out_dir / "explainer")
     indptr, indices = seen_csr(dataset.user, dataset.item, dataset.num_users)
     np.savez(paths["seen_items"], indptr=indptr, indices=indices)
     np.savez(paths["id_maps"], user_ids=_id_array(dataset.user_ids), item_ids=_id_array(dataset.item_ids))
@@ -193,6 +204,50 @@ def export_recommender(model: Recommender, dataset: Dataset, split: Split, out_d
     popularity = np.argsort(-counts, kind="stable").astype(np.int64)
     np.save(paths["popularity"], np.stack([popularity, counts[popularity]]))
     return {name: str(path) for name, path in paths.items()}
+
+
+def explainer_of(model: Recommender, dataset: Dataset) -> KGExplainer | None:
+    """The model's explainer with the dataset's raw entity ids and relation names, or ``None``."""
+    make = getattr(model, "explainer", None)
+    if make is None:
+        return None
+    import dataclasses
+
+    explainer: KGExplainer = make()
+    entity_ids = dataset.entity_ids if dataset.entity_ids is not None else dataset.item_ids
+    item_names = [str(i) for i in dataset.item_ids]  # items by their raw item id, not their KG entity id
+    names = item_names + [str(e) for e in np.asarray(entity_ids)[len(item_names) :]]
+    return dataclasses.replace(
+        explainer, entity_names=tuple(names), relation_names=tuple(dataset.relation_names)
+    )
+
+
+def sample_explanations(
+    explainer: KGExplainer, servable: Servable, dataset: Dataset, *, users: int = 20, k: int = 5, top: int = 3
+) -> list[dict[str, Any]]:
+    """Explanations of the top-``k`` recommendations of the first ``users`` users, for an artifact.
+
+    Returns:
+        One record per (user, item): raw ``user``, ``rank``, raw ``item``, ``score`` and ``paths`` (the
+        :meth:`~models.kgat.KGExplainer.describe` lines, strongest first).
+    """
+    indptr, indices = seen_csr(dataset.user, dataset.item, dataset.num_users)
+    chosen = np.arange(min(users, dataset.num_users), dtype=np.int64)
+    items, scores = _chunked_top_k(servable.score_users, chosen, indptr, indices, k)
+    out = []
+    for row, user in enumerate(chosen.tolist()):
+        ranked = [int(i) for i in items[row] if i >= 0]
+        for rank, (item, paths) in enumerate(zip(ranked, explainer.explain(user, ranked, top), strict=True)):
+            out.append(
+                {
+                    "user": dataset.user_ids[user].item(),
+                    "rank": rank + 1,
+                    "item": dataset.item_ids[item].item(),
+                    "score": float(scores[row, rank]),
+                    "paths": [explainer.describe(p) for p in paths],
+                }
+            )
+    return out
 
 
 def _mlflow_type(ids: np.ndarray) -> str:
@@ -250,9 +305,8 @@ def recommender_signature(user_ids: np.ndarray, item_ids: np.ndarray) -> Any:
             ColSpec("boolean", "fallback"),
         ]
     )
-    return ModelSignature(
-        inputs=inputs, outputs=outputs, params=ParamSchema([ParamSpec("k", "long", DEFAULT_K)])
-    )
+    params = ParamSchema([ParamSpec("k", "long", DEFAULT_K), ParamSpec("explain", "boolean", False)])
+    return ModelSignature(inputs=inputs, outputs=outputs, params=params)
 
 
 def _pip_requirements() -> list[str]:
@@ -289,6 +343,14 @@ def log_recommender(
     import mlflow
 
     artifacts = export_recommender(model, dataset, split, workdir / "recommender")
+    if "explainer" in artifacts:  # a sample of explained recommendations, readable in the run's artifacts
+        from models.kgat import KGExplainer
+        from models.serving import load_servable
+
+        sample = sample_explanations(
+            KGExplainer.load(artifacts["explainer"]), load_servable(artifacts["servable"]), dataset
+        )
+        mlflow.log_dict({"explanations": sample}, "explanations/sample_users.json")
     # The model object is pickled by reference to this module (installed with the project), which is what
     # MLflow's cloudpickle warning is about; the signature is given explicitly, so its type-hint and
     # input-example advice does not apply either.
@@ -342,6 +404,11 @@ class ServedRecommender(PythonModel):
         self.popular, self.popular_counts = pop[0], pop[1]
         self._index = {_id_key(u, self.user_ids): i for i, u in enumerate(self.user_ids.tolist())}
         self._item_index = {_id_key(i, self.item_ids): n for n, i in enumerate(self.item_ids.tolist())}
+        self.explainer: KGExplainer | None = None
+        if "explainer" in artifacts:
+            from models.kgat import KGExplainer
+
+            self.explainer = KGExplainer.load(artifacts["explainer"])
 
     def _key(self, raw: Any) -> str:
         return _id_key(raw, self.user_ids)
@@ -449,7 +516,8 @@ class ServedRecommender(PythonModel):
             context: MLflow context (unused; arrays are loaded in :meth:`load_context`).
             model_input: DataFrame with column ``user`` (raw ids) and/or ``history`` (raw item ids), and
                 optional ``k``; a list or a dict of lists is turned into one.
-            params: Optional ``{"k": K}`` (default 10), used where a row has no ``k``.
+            params: Optional ``{"k": K}`` (default 10), used where a row has no ``k``, and
+                ``{"explain": True}`` for an ``explanation`` column (see the module docstring).
 
         Returns:
             Columns ``user, rank, item, score, fallback``, ``k`` rows per input row in rank order (fewer
@@ -458,7 +526,15 @@ class ServedRecommender(PythonModel):
         Raises:
             ValueError: on a frame with neither column or ``k < 1``.
             BadRecommendationInput: an empty history or an unknown history item (a ``ValueError`` too).
+            MlflowException: ``explain`` asked of a model that cannot explain.
         """
+        explain = bool((params or {}).get("explain", False))
+        if explain and getattr(self, "explainer", None) is None:
+            raise MlflowException(
+                "this model cannot explain its recommendations (only knowledge-graph models such as kgat "
+                "export an explainer); ask without explain",
+                error_code=INVALID_PARAMETER_VALUE,
+            )
         frame = model_input if isinstance(model_input, pd.DataFrame) else pd.DataFrame(model_input)
         if "user" not in frame.columns and "history" not in frame.columns:
             raise ValueError(
@@ -515,7 +591,7 @@ class ServedRecommender(PythonModel):
         keep = (rank <= ks[:, None]) & (items >= 0)
         rows_out = np.nonzero(keep)[0]
         users_out = [raw_users[r] for r in rows_out]
-        return pd.DataFrame(
+        out = pd.DataFrame(
             {
                 # object where history rows give None: integer ids beside it must not turn into floats
                 "user": pd.Series(users_out, dtype=object if None in users_out else None),
@@ -526,6 +602,24 @@ class ServedRecommender(PythonModel):
             },
             columns=list(OUTPUT_COLUMNS),
         )
+        if explain:
+            out["explanation"] = self._explanations(internal, known, items, keep)
+        return out
+
+    def _explanations(
+        self, internal: np.ndarray, known: np.ndarray, items: np.ndarray, keep: np.ndarray
+    ) -> list[str]:
+        """The ``explanation`` of every output row: known users' paths, ``""`` for the others."""
+        assert self.explainer is not None
+        out: list[str] = []
+        for row in range(len(internal)):
+            ranked = [int(i) for i in items[row][keep[row]]]
+            if not known[row]:
+                out.extend([""] * len(ranked))
+                continue
+            for paths in self.explainer.explain(int(internal[row]), ranked):
+                out.append(" | ".join(self.explainer.describe(p) for p in paths))
+        return out
 
 
 EmbeddingRecommender = ServedRecommender

@@ -20,6 +20,8 @@ SOURCES: dict[str, str] = {
     "synthetic": "Seeded synthetic interactions with planted preferences; needs no files.",
     "movielens-100k": "MovieLens 100K ratings, user features, genre/year KG (downloaded if missing).",
     "lastfm-hetrec": "HetRec 2011 Last.fm 2K plays, friendships, tag KG (downloaded if missing).",
+    "movielens-100k-kg": "RecBole's MovieLens 100K with the Freebase KG (.kg, .link; downloaded if missing).",
+    "lastfm-kg": "KGCN's Last.fm (plays of KG-linked artists) with the Satori KG (downloaded if missing).",
     "recbole": "RecBole atomic files <name>.inter (+ .kg, .link, .net, .user, .item) in --data-dir.",
     "lightgcn": "LightGCN-style fixed split train.txt/test.txt (or data1.txt/test1.txt) + trust file.",
     "csv": "Your CSV files: interactions.csv (user,item[,rating][,timestamp]) + optional social/kg/features.",
@@ -77,6 +79,14 @@ def _read_source(config: DataConfig) -> RawTables:
         from tasks.ingest.lastfm import load_lastfm_hetrec
 
         return load_lastfm_hetrec(config.data_dir, download=config.download)
+    if dataset == "movielens-100k-kg":
+        from tasks.ingest.kg_sources import load_movielens_100k_kg
+
+        return load_movielens_100k_kg(config.data_dir, download=config.download)
+    if dataset == "lastfm-kg":
+        from tasks.ingest.kg_sources import load_lastfm_kg
+
+        return load_lastfm_kg(config.data_dir, download=config.download)
     if dataset == "recbole":
         from tasks.ingest.recbole import load_recbole
 

@@ -9,7 +9,10 @@ import yaml
 from typer.testing import CliRunner
 
 from flows.cli import app
-from tests.tasks.test_recommend import champion_store  # noqa: F401  (the module-scoped fixture)
+from tests.tasks.test_recommend import (  # noqa: F401  (the module-scoped fixtures)
+    champion_store,
+    kg_champion_store,
+)
 
 runner = CliRunner()
 
@@ -54,3 +57,25 @@ def test_bad_histories_exit_2_with_one_line(config: Path, args: list[str], messa
     assert result.exit_code == 2
     assert message in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
+
+
+def test_explain_prints_the_kg_paths_behind_each_recommendation(kg_champion_store, tmp_path: Path) -> None:  # noqa: F811
+    settings, dataset, split, _, _ = kg_champion_store
+    config = tmp_path / "mlflow.yml"
+    config.write_text(yaml.safe_dump(settings.model_dump()))
+    user = str(dataset.user_ids[0])
+    result = invoke("recommend", "--user", user, "--k", "3", "--explain", "--mlflow-config", str(config))
+    assert result.exit_code == 0, result.output
+    assert "Why" in result.stdout
+    headers = [line for line in result.stdout.splitlines() if line.startswith(f"  user {user}, #")]
+    assert len(headers) == 3
+    internal = int(dataset.user_ids.tolist().index(dataset.user_ids[0]))
+    history = {str(dataset.item_ids[i]) for u, i in split.train.tolist() if u == internal}
+    paths = [line.strip() for line in result.stdout.splitlines() if line.startswith("    ") and " -[" in line]
+    assert paths and all(p.partition(" -[")[0] in history for p in paths)
+
+
+def test_explain_is_refused_by_a_champion_that_cannot_explain(config: Path) -> None:
+    result = invoke("recommend", "--user", "1", "--explain", "--mlflow-config", str(config))
+    assert result.exit_code == 2
+    assert "cannot explain" in result.output

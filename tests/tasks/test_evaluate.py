@@ -14,6 +14,7 @@ from tasks.evaluate import (
     UnsupportedSplitError,
     evaluate,
     full_ranking_metrics,
+    head_items,
     popularity_metrics,
 )
 from tasks.split import Split
@@ -282,6 +283,42 @@ def test_evaluate_masks_train_and_for_test_also_valid() -> None:
     )
     assert test.values == pytest.approx(direct.values)
     assert test.seconds >= 0
+
+
+def test_long_tail_counts_only_truth_items_outside_the_popular_head() -> None:
+    split = toy_split()
+    # Training popularity order 3, 1, 4, 0, 2: the 20% head of 5 items is item 3, the 40% head items 3, 1.
+    assert head_items(split, 0.2).tolist() == [3]
+    assert head_items(split, 0.4).tolist() == [1, 3]
+    scores = torch.tensor(
+        [
+            [0.0, 9.0, 1.0, 9.0, 8.0],
+            [5.0, 9.0, 1.0, 9.0, 2.0],
+            [0.0, 3.0, 1.0, 9.0, 9.0],
+        ]
+    )
+    model = TableModel(scores)
+    # Test truth: user 0 wants item 2 (tail), user 2 wants item 1 (head at 40%, tail at 20%).
+    everything = evaluate(model, split, "test", ks=(1, 2))
+    at_20 = evaluate(model, split, "test", ks=(1, 2), long_tail=0.2)
+    assert at_20.values == pytest.approx(everything.values)
+    at_40 = evaluate(model, split, "test", ks=(1, 2), long_tail=0.4)
+    # Only user 0 is left; its list is [2, 0] once items 1, 3 (train) and 4 (valid) are masked.
+    assert (at_40.users_evaluated, at_40.users_skipped) == (1, 2)
+    assert at_40["hit@1"] == pytest.approx(1.0)
+    direct = full_ranking_metrics(
+        table_score_fn(scores),
+        np.array([[0, 2]]),
+        np.concatenate([split.train, split.valid]),
+        3,
+        5,
+        ks=(1, 2),
+    )
+    assert at_40.values == pytest.approx(direct.values)
+    popular = popularity_metrics(split, "test", ks=(1, 2), long_tail=0.4)
+    assert popular.users_evaluated == 1
+    with pytest.raises(ValueError, match="share"):
+        evaluate(model, split, "test", long_tail=1.0)
 
 
 # -- new users (cold-users splits) and new items (cold-items splits) ----------------------------------

@@ -5,6 +5,7 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import textwrap
 import time
 import urllib.error
@@ -426,3 +427,112 @@ def test_the_registered_champion_takes_a_frame_mixing_users_and_histories(champi
     assert not out["fallback"].any()
     with pytest.raises(mlflow.exceptions.MlflowException, match="k must be a whole number"):
         model.predict(pd.DataFrame({"user": [known, other], "k": [2, "many"]}))
+
+
+# -- explanations (a KG model as champion) ------------------------------------------------------------------
+
+
+def _register_champion(root: Path, model: str, hparams: dict, epochs: int, lr: float):
+    """A tmp MLflow store with one tiny ``model`` registered and promoted to champion."""
+    from tasks import register
+    from tasks.config import SplitConfig
+    from tasks.evaluate import evaluate
+    from tasks.graphs import build_graphs
+    from tasks.ingest.dataset import build_dataset
+    from tasks.ingest.synthetic import make_synthetic
+    from tasks.split import split_dataset
+    from tasks.train import TrainConfig, train
+
+    (root / "mlflow.yml").write_text(
+        "tracking_uri: sqlite:///mlflow.db\nartifact_location: artifacts\nregistered_model_name: rec\n"
+        "study_storage: sqlite:///optuna.db\n"
+    )
+    settings = register.load_mlflow_settings(root / "mlflow.yml")
+    dataset = build_dataset(make_synthetic(num_users=40, num_items=60, num_interactions=800, seed=3))
+    split = split_dataset(dataset, SplitConfig(seed=3))
+    config = TrainConfig(model=model, hparams=hparams, epochs=epochs, lr=lr, progress=False, device="cpu")
+    trained = train(build_graphs(dataset, split), split, config)
+    lineage = register.Lineage.of(dataset, split)
+    parent = register.start_pipeline_run(settings, run_name="t", lineage=lineage, params={})
+    child = register.start_model_run(settings, parent_run_id=parent, family=model, lineage=lineage)
+    version = register.log_trained_model(
+        settings,
+        run_id=child,
+        trained=trained,
+        test_metrics=evaluate(trained.model, split, "test"),
+        dataset=dataset,
+        split=split,
+        lineage=lineage,
+    )
+    register.promote_if_better(settings, [version], dataset=dataset, split=split)
+    register.end_run(settings, parent)
+    return settings, dataset, split, trained, version
+
+
+@pytest.fixture(scope="module")
+def kg_champion_store(tmp_path_factory: pytest.TempPathFactory):
+    """A tmp MLflow store whose champion is a tiny KGAT."""
+    return _register_champion(tmp_path_factory.mktemp("kgstore"), "kgat", {}, epochs=15, lr=0.01)
+
+
+def _training_items(dataset, split, raw_user) -> set[str]:
+    internal = int(np.searchsorted(dataset.user_ids, raw_user))
+    return {str(dataset.item_ids[i]) for u, i in split.train.tolist() if u == internal}
+
+
+def test_served_kg_model_explains_with_paths_from_the_users_history(
+    kg_champion_store, tmp_path: Path
+) -> None:
+    from mlflow.exceptions import MlflowException
+
+    from models.kgat import KGExplainer
+
+    _, dataset, split, trained, _ = kg_champion_store
+    artifacts = export_recommender(trained.model, dataset, split, tmp_path)
+    served = EmbeddingRecommender()
+    served._load(artifacts)
+    users = dataset.user_ids[:6].tolist()
+    plain = served.predict(None, pd.DataFrame({"user": users}), params={"k": 5})
+    out = served.predict(None, pd.DataFrame({"user": users}), params={"k": 5, "explain": True})
+    pd.testing.assert_frame_equal(out.drop(columns="explanation"), plain)  # explaining changes nothing else
+    explainer = KGExplainer.load(artifacts["explainer"])
+    names = {name: n for n, name in enumerate(explainer.entity_names)}
+    relation_names = set(dataset.relation_names)
+    explained = 0
+    for row in out.itertuples(index=False):
+        history = _training_items(dataset, split, row.user)
+        internal_user = int(np.searchsorted(dataset.user_ids, row.user))
+        internal_item = int(np.searchsorted(dataset.item_ids, row.item))
+        expected = explainer.explain(internal_user, [internal_item])[0]
+        assert row.explanation == " | ".join(explainer.describe(p) for p in expected)
+        for path in filter(None, row.explanation.split(" | ")):
+            start, _, rest = path.partition(" -[")
+            assert start in history  # the path starts at an item the user trained on
+            assert path.rsplit(" (", 1)[0].endswith(f"-> {row.item}")  # and ends at the recommended item
+            hops = rest.split("]-> ")
+            for hop in hops[:-1]:
+                name = hop.rsplit(" -[", 1)[-1].removesuffix(" (inverse)")
+                assert name in relation_names
+            explained += 1
+        assert str(row.item) in names
+    assert explained > 0
+    mf = EmbeddingRecommender()
+    mf._load({k: v for k, v in artifacts.items() if k != "explainer"})
+    with pytest.raises(MlflowException, match="cannot explain"):
+        mf.predict(None, pd.DataFrame({"user": users}), params={"k": 5, "explain": True})
+
+
+def test_registering_a_kg_model_logs_explanations_of_sample_users(kg_champion_store) -> None:
+    import mlflow
+
+    settings, dataset, split, _, version = kg_champion_store
+    client = mlflow.MlflowClient(settings.tracking_uri)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = client.download_artifacts(version.run_id, "explanations/sample_users.json", tmp)
+        records = json.loads(Path(path).read_text())["explanations"]
+    assert {r["user"] for r in records} == set(dataset.user_ids[:20].tolist())
+    assert any(r["paths"] for r in records)
+    for record in records:
+        history = _training_items(dataset, split, record["user"])
+        assert all(p.partition(" -[")[0] in history for p in record["paths"])
+        assert str(record["item"]) not in history
