@@ -95,6 +95,14 @@ def main() -> None:
     )
     parser.add_argument("--seed", type=int, default=2020)
     parser.add_argument(
+        "--split",
+        choices=["random", "temporal", "cold-items"],
+        default="random",
+        help="per-user 80/10/10 random or temporal (oldest train, newest test), or cold-items (items held "
+        "out whole, only they are ranked)",
+    )
+    parser.add_argument("--cold-fraction", type=float, default=0.2, help="with --split cold-items")
+    parser.add_argument(
         "--recbole-split",
         type=Path,
         default=None,
@@ -130,7 +138,8 @@ def main() -> None:
         "machine": platform.machine(),
         "threads": args.threads,
         "torch": torch.__version__,
-        "protocol": "random per-user 80/10/10, full ranking, train (+valid for test) masked, early stop on "
+        "protocol": f"{args.split} split (80/10/10 per user; cold-items: {args.cold_fraction} of items), "
+        "full ranking, train (+valid for test) masked, early stop on "
         "valid ndcg@10, test at the best valid epoch",
         "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
         "datasets": {},
@@ -139,7 +148,9 @@ def main() -> None:
         (
             name,
             DataConfig(dataset=name, data_dir=DATASETS[name], download=False),
-            SplitConfig(method="random", ratios=(0.8, 0.1, 0.1), seed=args.seed),
+            SplitConfig(
+                method=args.split, ratios=(0.8, 0.1, 0.1), cold_fraction=args.cold_fraction, seed=args.seed
+            ),
         )
         for name in args.datasets
     ]

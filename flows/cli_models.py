@@ -27,7 +27,7 @@ def models_command(
         return
     table = Table(title="Registered models")
     for column in ("model", "family", "requires", "new users", "closed form", "searched"):
-        table.add_column(column)
+        table.add_column(column, no_wrap=column == "model")  # a name must stay whole to be copied
     for row in rows:
         table.add_row(
             row["name"],

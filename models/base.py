@@ -41,8 +41,9 @@ if TYPE_CHECKING:
     from models.graphs import Graphs
     from models.serving import Servable
 
-Requirement = Literal["user_item", "user_features", "item_features", "social", "kg"]
-"""What a model may need from the data: the user-item graph, feature tensors, the social graph, a KG."""
+Requirement = Literal["user_item", "user_features", "item_features", "social", "kg", "timestamps"]
+"""What a model may need from the data: the user-item graph, feature tensors, the social graph, a KG,
+interaction timestamps (:attr:`models.graphs.Graphs.ui_edge_age`)."""
 
 REQUIREMENTS: tuple[str, ...] = get_args(Requirement)
 
@@ -52,6 +53,7 @@ _REQUIREMENT_TEST: dict[str, Callable[[Graphs], bool]] = {
     "item_features": lambda g: g.item_features is not None and g.item_features.shape[1] > 0,
     "social": lambda g: g.social_edge_index is not None and g.social_edge_index.numel() > 0,
     "kg": lambda g: g.kg_edge_index is not None and g.kg_edge_index.numel() > 0,
+    "timestamps": lambda g: g.ui_edge_age is not None,
 }
 
 _REQUIREMENT_HINT = {
@@ -60,6 +62,8 @@ _REQUIREMENT_HINT = {
     "item_features": "the dataset has no item features (e.g. MovieLens genres, Last.fm tags)",
     "social": "the dataset has no social graph (e.g. Last.fm user_friends.dat, a RecBole .net file)",
     "kg": "the dataset has no knowledge graph (e.g. a RecBole .kg file, MovieLens item attributes)",
+    "timestamps": "the dataset's interactions have no timestamps (MovieLens u.data has them; a CSV needs "
+    "a timestamp column)",
 }
 
 

@@ -54,6 +54,9 @@ class Graphs:
             categorical ones one-hot), or ``None`` when the data has none.
         item_features: Encoded item features, float32 ``[I, F_i]``, or ``None``.
         feature_names: The column name of each feature, under ``"user"`` and ``"item"``.
+        ui_edge_age: Age in days of each training pair of :attr:`ui_edge_index` (same order) at the training
+            cut, the latest training timestamp: ``(cut - t) / 86400 >= 0``, float32 ``[E]``; ``None`` when the
+            data has no timestamps. Held-out interactions never enter it (nor the cut).
     """
 
     num_users: int
@@ -71,6 +74,7 @@ class Graphs:
     user_features: torch.Tensor | None = None
     item_features: torch.Tensor | None = None
     feature_names: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    ui_edge_age: torch.Tensor | None = None
 
     @property
     def device(self) -> torch.device:
@@ -102,6 +106,7 @@ class Graphs:
             hetero=self.hetero.clone().to(device),
             user_features=move(self.user_features),
             item_features=move(self.item_features),
+            ui_edge_age=move(self.ui_edge_age),
         )
 
     def user_item_csr(self) -> torch.Tensor:

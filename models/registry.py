@@ -10,12 +10,14 @@ from models import (  # noqa: F401  (imported for registration)
     gat,
     gcn,
     graphsage,
+    hybrid,
     itemknn,
     kgat,
     lightgcn,
     mf,
     ngcf,
     pinsage,
+    temporal_lightgcn,
 )
 from models.base import MODELS, Recommender, UnknownModelError, lookup_model
 

@@ -127,7 +127,32 @@ def build_graphs(dataset: Dataset, split: Split) -> Graphs:
         user_features=None if user_encoded is None else torch.from_numpy(user_encoded.values),
         item_features=None if item_encoded is None else torch.from_numpy(item_encoded.values),
         feature_names=feature_names,
+        ui_edge_age=None if dataset.timestamp is None else _edge_ages(dataset, key, num_items),
     )
+
+
+def _edge_ages(dataset: Dataset, key: np.ndarray, num_items: int) -> torch.Tensor:
+    """Age in days at the training cut of each training pair ``key`` (``user * I + item``, sorted, unique).
+
+    A pair's time is the earliest of its interactions (an indexed dataset holds each pair once, with its
+    latest timestamp, so this is that timestamp). The cut is the latest of these training times, so
+    held-out interactions set neither an age nor the cut.
+
+    Returns:
+        float32 ``[E]`` in the order of ``key``, every value ``>= 0``.
+    """
+    assert dataset.timestamp is not None
+    all_key = dataset.user.astype(np.int64) * num_items + dataset.item.astype(np.int64)
+    inside = np.isin(all_key, key)
+    pair, time = all_key[inside], dataset.timestamp[inside].astype(np.int64)
+    order = np.lexsort((time, pair))
+    pair, time = pair[order], time[order]
+    first = np.r_[True, pair[1:] != pair[:-1]] if pair.size else np.zeros(0, dtype=bool)
+    earliest = time[first]
+    if earliest.size != key.size:  # pragma: no cover - build_graphs checked the split against the dataset
+        raise ValueError("some training pairs are not interactions of the dataset")
+    cut = int(earliest.max()) if earliest.size else 0
+    return torch.from_numpy(((cut - earliest) / 86400.0).astype(np.float32))
 
 
 def symmetric_normalized_adjacency(edge_index: torch.Tensor, num_nodes: int) -> torch.Tensor:
