@@ -27,7 +27,8 @@ import pandas as pd
 
 from tasks.ingest.download import _download, default_cache_dir
 from tasks.ingest.errors import DatasetNotAvailableError
-from tasks.ingest.readers import read_delimited, to_ids, to_numbers
+from tasks.ingest.lastfm import read_lastfm_plays
+from tasks.ingest.readers import read_delimited, to_ids
 from tasks.ingest.recbole import load_recbole
 from tasks.ingest.tables import RawTables
 
@@ -163,20 +164,7 @@ def read_lastfm_kg(folder: Path) -> RawTables:
     ).drop_duplicates(ignore_index=True)
 
     plays_path = folder / "user_artists.dat"
-    plays = read_delimited(
-        plays_path,
-        sep="\t",
-        what="Last.fm play counts",
-        columns=("userID", "artistID", "weight"),
-        header=True,
-    )
-    interactions = pd.DataFrame(
-        {
-            "user": to_ids(plays["userID"], path=plays_path, what="user id"),
-            "item": to_ids(plays["artistID"], path=plays_path, what="artist id"),
-            "rating": to_numbers(plays["weight"], path=plays_path, what="play count"),
-        }
-    )
+    interactions = read_lastfm_plays(plays_path)  # KGCN ships HetRec's own file
     interactions = interactions[interactions["item"].isin(set(artist.dropna()))].reset_index(drop=True)
     return RawTables(
         name="lastfm-kg",

@@ -48,23 +48,34 @@ def load_lastfm_hetrec(data_dir: Path | None, *, download: bool = True) -> RawTa
     return read_lastfm_hetrec(ensure_dataset(NAME, data_dir, download=download))
 
 
-def read_lastfm_hetrec(folder: Path) -> RawTables:
-    """Read the HetRec Last.fm files in ``folder`` (no download; see :func:`load_lastfm_hetrec`)."""
-    plays_path = folder / "user_artists.dat"
+def read_lastfm_plays(path: Path) -> pd.DataFrame:
+    """HetRec's ``user_artists.dat`` as the ``user``, ``item``, ``rating`` (play count) interactions.
+
+    The file is tab-separated ``userID artistID weight`` with a header line.
+
+    Raises:
+        DataFormatError: The file cannot be parsed.
+    """
     plays = read_delimited(
-        plays_path,
+        path,
         sep="\t",
         what="Last.fm play counts",
         columns=("userID", "artistID", "weight"),
         header=True,
     )
-    interactions = pd.DataFrame(
+    return pd.DataFrame(
         {
-            "user": to_ids(plays["userID"], path=plays_path, what="user id"),
-            "item": to_ids(plays["artistID"], path=plays_path, what="artist id"),
-            "rating": to_numbers(plays["weight"], path=plays_path, what="play count"),
+            "user": to_ids(plays["userID"], path=path, what="user id"),
+            "item": to_ids(plays["artistID"], path=path, what="artist id"),
+            "rating": to_numbers(plays["weight"], path=path, what="play count"),
         }
-    ).reset_index(drop=True)
+    )
+
+
+def read_lastfm_hetrec(folder: Path) -> RawTables:
+    """Read the HetRec Last.fm files in ``folder`` (no download; see :func:`load_lastfm_hetrec`)."""
+    plays_path = folder / "user_artists.dat"
+    interactions = read_lastfm_plays(plays_path)
     files = {"interactions": str(plays_path)}
 
     social = None
