@@ -22,7 +22,7 @@ FIRST_PAUSE_S = 0.2
 
 
 def ensure_sqlite_dir(storage: str | None) -> None:
-    """Create the folder of a ``sqlite:///path`` storage (nothing for other URLs)."""
+    """Create the folder of a ``sqlite:///path`` store, Optuna's or MLflow's (nothing for other URLs)."""
     if storage and storage.startswith("sqlite") and ":///" in storage:
         path = storage.partition(":///")[2]
         if path and path != ":memory:":

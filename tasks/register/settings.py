@@ -105,14 +105,6 @@ def load_mlflow_settings(path: str | Path | None = None) -> MlflowSettings:
     return MlflowSettings(**content).resolved(file.resolve().parent)
 
 
-def _sqlite_parent_dirs(uri: str) -> None:
-    """Create the folder of a ``sqlite:////abs/file.db`` URI (nothing for other URIs)."""
-    if uri.startswith("sqlite") and ":///" in uri:
-        rest = uri.partition(":///")[2]
-        if rest and rest != ":memory:":
-            Path(rest).parent.mkdir(parents=True, exist_ok=True)
-
-
 def configure_mlflow(settings: MlflowSettings) -> str:
     """Point MLflow at the configured store and make sure the experiment exists with its artifact root.
 
@@ -125,7 +117,9 @@ def configure_mlflow(settings: MlflowSettings) -> str:
     import mlflow
 
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-    _sqlite_parent_dirs(settings.tracking_uri)
+    from tasks.study_storage import ensure_sqlite_dir
+
+    ensure_sqlite_dir(settings.tracking_uri)
     if settings.artifact_location.startswith("file://"):
         Path(settings.artifact_location.removeprefix("file://")).mkdir(parents=True, exist_ok=True)
     mlflow.set_tracking_uri(settings.tracking_uri)
