@@ -46,3 +46,18 @@ def test_other_database_errors_are_not_retried(tmp_path: Path, monkeypatch: pyte
     with pytest.raises(DatabaseError, match="not a database"):
         open_storage(f"sqlite:///{tmp_path / 'not-a-db'}")
     assert pauses == []
+
+
+@pytest.mark.postgres
+def test_concurrent_opens_of_a_fresh_postgres_storage_all_succeed(postgres_db: str) -> None:
+    ctx = mp.get_context("fork")
+    barrier, out = ctx.Barrier(4), ctx.Queue()
+    procs = [ctx.Process(target=_open, args=(postgres_db, barrier, out)) for _ in range(4)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(60)
+    assert sorted(out.get(timeout=5) for _ in procs) == ["ok"] * 4
+    study = optuna.create_study(storage=open_storage(postgres_db), study_name="s")
+    study.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=2)
+    assert len(optuna.load_study(study_name="s", storage=postgres_db).trials) == 2
