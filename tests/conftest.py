@@ -55,7 +55,7 @@ def _postgres_unreachable() -> str | None:
 
 @pytest.fixture(scope="session")
 def postgres_server() -> str:
-    """The admin URL of a reachable PostgreSQL server; skips the test with what to start when there is none."""
+    """The admin URL of a reachable PostgreSQL server; skips, naming what to start, when none answers."""
     reason = _postgres_unreachable()
     if reason is not None:
         pytest.skip(reason)
