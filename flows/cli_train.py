@@ -4,6 +4,10 @@ Load -> validate (the data contract; exit 1 when it breaks) -> index -> split ->
 stopping on the validation part -> full-ranking evaluation on validation and test, with the popularity floor
 beside. No tuning here (that is ``gnnrec tune``). Exit codes as every command: 0 ok, 1 contract failed, 2
 unusable input.
+
+Data-parallel training: ``--nproc N`` spawns N training processes on this machine; under ``torchrun``
+(``torchrun --nproc-per-node N -m flows.cli train ...``) every rank runs this command, trains its replica,
+and only rank 0 evaluates and prints.
 """
 
 from __future__ import annotations
@@ -173,6 +177,16 @@ def train(
     resume: Annotated[
         bool, typer.Option("--resume", help="Continue from --checkpoint when it exists.")
     ] = False,
+    nproc: Annotated[
+        int,
+        typer.Option(
+            "--nproc",
+            min=1,
+            help="Train with N processes on this machine (data-parallel, torch.distributed: gloo on CPU, "
+            "NCCL with one GPU per process): each trains on its shard of the pairs, gradients averaged, "
+            "same global batch. Torch threads are divided among them. SGD models only.",
+        ),
+    ] = 1,
     as_json: JsonOption = False,
 ) -> None:
     """Train one model, then print validation and test metrics.
@@ -184,10 +198,11 @@ def train(
     """
     from models import UnknownModelError, get_model
     from tasks.compat import ModelDataMismatchError, check_requirements
+    from tasks.distributed import launched_world_size
     from tasks.evaluate import evaluate, popularity_metrics, unsupported_split
     from tasks.pipeline_config import effective_params
     from tasks.prepare import prepare_data
-    from tasks.train import TrainConfig, resolve_device
+    from tasks.train import TrainConfig, data_parallel_refusal, resolve_device, train_data_parallel
     from tasks.train import train as train_model
 
     console = stderr_console()
@@ -236,6 +251,22 @@ def train(
             resolve_device(params.device)
         except RuntimeError as exc:
             fail(f"{exc}. Use --device cpu or auto.", EXIT_BAD_INPUT)
+        launched = launched_world_size()
+        if nproc > 1 and launched > 1:
+            fail(
+                f"--nproc {nproc} inside a torchrun launch of {launched} processes: give the processes to "
+                "torchrun (--nproc-per-node) or to --nproc, not to both",
+                EXIT_BAD_INPUT,
+            )
+        refusal = data_parallel_refusal(get_model(model), max(nproc, launched))
+        if refusal is not None:
+            fail(f"{refusal} (without --nproc).", EXIT_BAD_INPUT)
+        if max(nproc, launched) > 1 and (params.device or "").startswith("cuda:"):
+            fail(
+                f"--device {params.device} names one GPU, but each training process takes its own "
+                "(cuda:LOCAL_RANK); use --device cuda or auto",
+                EXIT_BAD_INPUT,
+            )
         reason = unsupported_split(get_model(model), params.split.method)
         if reason is not None:
             fail(reason, EXIT_BAD_INPUT)
@@ -267,7 +298,14 @@ def train(
         except ModelDataMismatchError as exc:
             fail(str(exc), EXIT_BAD_INPUT)
 
-        trained = train_model(graphs, parts, train_config, checkpoint_path=checkpoint, resume=resume)
+        if nproc > 1:
+            trained = train_data_parallel(
+                graphs, parts, train_config, nproc, checkpoint_path=checkpoint, resume=resume
+            )
+        else:
+            trained = train_model(graphs, parts, train_config, checkpoint_path=checkpoint, resume=resume)
+        if trained.rank != 0:
+            return  # a torchrun rank other than 0: rank 0 evaluates and prints
 
         eval_device = trained.device
         valid = evaluate(trained.model, parts, "valid", train_config.ks) if len(parts.valid) else None
@@ -282,6 +320,7 @@ def train(
         "split": parts.describe(),
         "training": train_config.model_dump(mode="json", exclude={"progress"}),
         "device": trained.device,
+        "processes": trained.world_size,
         "new_users": trained.model.new_users if len(parts.history) else None,
         "valid": None if valid is None else valid.to_dict(),
         "test": test.to_dict(),

@@ -145,6 +145,10 @@ class Recommender(nn.Module, ABC):
         inductive_users: Users unseen in training are embedded by the model's network from their history.
         inductive_items: Items unseen in training are scored from their features (and side information).
         closed_form: Computed by :meth:`fit`, not trained by SGD.
+        data_parallel: Several processes can train it together (``torch.distributed``): each takes a shard
+            of the training pairs and the gradients are averaged. True for the SGD models, whose loss is a
+            mean over independent (user, positive, negatives) rows; a closed-form model has no gradient to
+            average, and a model whose training cannot be split into such rows sets it False.
         new_users: One line saying how a user unseen in training is scored.
         num_users: U.
         num_items: I.
@@ -156,6 +160,7 @@ class Recommender(nn.Module, ABC):
     inductive_users: ClassVar[bool] = False
     inductive_items: ClassVar[bool] = False
     closed_form: ClassVar[bool] = False
+    data_parallel: ClassVar[bool] = True
     new_users: ClassVar[str] = ""
 
     def __init__(self, num_users: int, num_items: int) -> None:
@@ -221,6 +226,7 @@ class Recommender(nn.Module, ABC):
             "inductive_users": cls.inductive_users,
             "inductive_items": cls.inductive_items,
             "closed_form": cls.closed_form,
+            "data_parallel": cls.data_parallel,
             "new_users": cls.new_users,
             "defaults": cls.default_hparams(),
             "search_space": describe_search_space(cls),

@@ -40,6 +40,7 @@ class ItemItemRecommender(Recommender):
 
     family: ClassVar[str] = "item-item"
     closed_form: ClassVar[bool] = True
+    data_parallel: ClassVar[bool] = False  # one fit() over the whole training graph: nothing to shard
     new_users: ClassVar[str] = "scored directly from the history (history @ W): no fold-in, no training"
     fitted_buffers: ClassVar[tuple[str, ...]] = ("user_indptr", "user_items")
     user_indptr: Tensor

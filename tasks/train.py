@@ -2,6 +2,12 @@
 
 The same :func:`train` serves a plain run, every Optuna trial (which prunes by raising from ``on_epoch``)
 and the pipeline; it never branches on the model's name, only on what :class:`TrainConfig` says.
+
+Data-parallel training (:mod:`tasks.distributed`): inside a ``torchrun`` launch, or in the processes that
+:func:`train_data_parallel` spawns, :func:`train` trains one replica per process on its shard of each
+epoch's training pairs, with gradients averaged over the global batch (which stays ``batch_size``: each
+rank's batch is ``batch_size / world_size``, and the learning rate is unchanged). Rank 0 evaluates, decides
+when to stop (broadcast to the others, so all stop after the same epoch) and alone writes checkpoints.
 """
 
 from __future__ import annotations
@@ -10,9 +16,10 @@ import copy
 import math
 import os
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -23,6 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from models.base import Recommender
 from models.registry import get_model
 from models.samplers import make_negative_sampler
+from tasks import distributed as ddp
 from tasks.evaluate import METRIC_NAMES, Metrics, UnsupportedSplitError, evaluate, unsupported_split
 from tasks.graphs import Graphs
 from tasks.split import Split
@@ -126,7 +134,11 @@ class TrainedModel:
         epochs_run: Epochs trained in total (across resumes).
         seconds_per_epoch: Mean training seconds per epoch, evaluation excluded.
         device: Where it was trained.
-        stop_reason: ``epochs``, ``early_stopping`` or ``max_seconds``.
+        stop_reason: ``epochs``, ``early_stopping`` or ``max_seconds`` (``closed_form`` for a closed-form
+            model; ``stopped_by_rank0`` on the other ranks when rank 0 failed in ``on_epoch``).
+        rank: This process's rank in data-parallel training (0 outside it). Only rank 0's result holds the
+            best state and the validation metrics; the other ranks return their last replica.
+        world_size: Processes that trained the model together (1: a single process).
     """
 
     model: Recommender
@@ -138,6 +150,8 @@ class TrainedModel:
     seconds_per_epoch: float
     device: str
     stop_reason: str = "epochs"
+    rank: int = 0
+    world_size: int = 1
 
 
 def resolve_device(name: str) -> torch.device:
@@ -225,27 +239,24 @@ def train(
     """
     if len(split.train) == 0:
         raise ValueError("the split has no training interactions")
-    device = resolve_device(config.device)
     cls = get_model(config.model)
     reason = unsupported_split(cls, split.method)
     if reason is not None:
         raise UnsupportedSplitError(reason)
-    cuda_devices = [device] if device.type == "cuda" else []
-
-    with torch.random.fork_rng(devices=cuda_devices):
-        torch.manual_seed(config.seed)
-        model = cls.from_graphs(graphs, **config.hparams)
-        generator = torch.Generator(device=device)
-        generator.manual_seed(config.seed)
-        state = _State()
-        if cls.closed_form:
-            _fit_closed_form(model, graphs, split, config, state, device, on_epoch)
-        else:
-            model = model.to(device)
-            optimizer = make_optimizer(model, config.lr)
-            if resume and checkpoint_path is not None and Path(checkpoint_path).exists():
-                state = _load_checkpoint(Path(checkpoint_path), model, optimizer, generator, config, device)
-            _fit(model, optimizer, generator, graphs, split, config, state, device, on_epoch, checkpoint_path)
+    refusal = data_parallel_refusal(cls, ddp.launched_world_size())
+    if refusal is not None:
+        raise ValueError(refusal)
+    context = ddp.current_context(config.device)
+    try:
+        refusal = data_parallel_refusal(cls, 1 if context is None else context.world_size)
+        if refusal is not None:
+            raise ValueError(refusal)
+        device = resolve_device(config.device) if context is None else context.device
+        model, state = _train_here(
+            cls, graphs, split, config, device, context, on_epoch, checkpoint_path, resume
+        )
+    finally:
+        ddp.finish(context)
 
     if state.best_state is not None:
         model.load_state_dict(state.best_state)
@@ -262,7 +273,174 @@ def train(
         seconds_per_epoch=sum(train_seconds) / max(len(train_seconds), 1),
         device=str(device),
         stop_reason=state.stop_reason,
+        rank=0 if context is None else context.rank,
+        world_size=1 if context is None else context.world_size,
     )
+
+
+def data_parallel_refusal(cls: type[Recommender], world_size: int) -> str | None:
+    """Why ``cls`` cannot be trained by ``world_size`` processes (its ``data_parallel`` flag), or ``None``."""
+    if world_size <= 1 or cls.data_parallel:
+        return None
+    why = (
+        "it is computed in closed form by one fit() over the whole training graph, with no gradient "
+        "to average"
+        if cls.closed_form
+        else "its training cannot be split into shards of training pairs"
+    )
+    return f"{cls.name} cannot be trained by {world_size} processes: {why}; train it with one process"
+
+
+def train_data_parallel(
+    graphs: Graphs,
+    split: Split,
+    config: TrainConfig,
+    nproc: int,
+    *,
+    checkpoint_path: Path | None = None,
+    resume: bool = False,
+    threads: int | None = None,
+) -> TrainedModel:
+    """:func:`train` by ``nproc`` processes on this machine (data-parallel), returning rank 0's result.
+
+    Spawns ``nproc`` fresh processes (``torch.multiprocessing``, start method ``spawn``, as CUDA needs) that
+    meet through a file in a private temporary folder (no port to pick), read the graphs and the split from
+    a file there, and each run :func:`train` as one rank: gloo on the CPU, NCCL with rank ``r`` on
+    ``cuda:r`` when CUDA is there and ``config.device`` allows it. Rank 0 hands back its best state, which is
+    loaded into a model built here. ``nproc = 1`` is plain :func:`train`. For several machines, start the
+    ranks with ``torchrun`` instead; :func:`train` joins that launch by itself.
+
+    Args:
+        graphs: Training graphs.
+        split: The split.
+        config: What to train and how; ``batch_size`` is the global batch (each rank takes its share).
+        nproc: Processes to train with.
+        checkpoint_path: Rank 0 writes the checkpoint here; every rank reads it to resume.
+        resume: Continue from ``checkpoint_path``.
+        threads: Torch threads per process (``None``: this process's threads divided among the ranks).
+
+    Returns:
+        The trained model (best validation state, on rank 0's device), its history and ``world_size``.
+
+    Raises:
+        ValueError: the model cannot be trained data-parallel, ``nproc`` < 1, or this process is already one
+            rank of a launch.
+        RuntimeError: a rank failed (its error, in the message).
+    """
+    if nproc < 1:
+        raise ValueError(f"nproc must be at least 1, got {nproc}")
+    cls = get_model(config.model)
+    refusal = data_parallel_refusal(cls, nproc)
+    if refusal is not None:
+        raise ValueError(refusal)
+    if nproc == 1:
+        return train(graphs, split, config, checkpoint_path=checkpoint_path, resume=resume)
+    if ddp.launched_world_size() > 1:
+        raise ValueError(
+            "this process is already one rank of a torchrun launch; give the processes to torchrun "
+            "(--nproc-per-node) or to --nproc, not to both"
+        )
+    from torch.multiprocessing import ProcessRaisedException, spawn
+
+    per_rank_threads = threads if threads is not None else max(1, torch.get_num_threads() // nproc)
+    with tempfile.TemporaryDirectory(prefix="gnnrec-ddp-") as tmp:
+        folder = Path(tmp)
+        torch.save({"graphs": graphs, "split": split}, folder / "inputs.pt")
+        args = (nproc, str(folder), config, checkpoint_path, resume, per_rank_threads)
+        try:
+            spawn(_rank_main, args=args, nprocs=nproc, join=True, start_method="spawn")
+        except ProcessRaisedException as exc:
+            last_line = str(exc).strip().splitlines()[-1]
+            raise RuntimeError(f"data-parallel training failed in a worker process: {last_line}") from exc
+        # Our own file (it holds the Metrics dataclass), so a full unpickle is expected.
+        result = torch.load(folder / "result.pt", weights_only=False)
+    model = cls.from_graphs(graphs, **config.hparams)
+    model.load_state_dict(result.pop("state"))
+    model.to(torch.device(result["device"])).eval()
+    return TrainedModel(model=model, config=config, **result)
+
+
+def _rank_main(
+    rank: int,
+    world_size: int,
+    folder: str,
+    config: TrainConfig,
+    checkpoint_path: Path | None,
+    resume: bool,
+    threads: int,
+) -> None:
+    """One spawned rank of :func:`train_data_parallel`: join the group, train, rank 0 saves its result."""
+    os.environ["LOCAL_RANK"] = str(rank)  # one machine: the local rank is the rank
+    set_threads(threads)
+    device = ddp.rank_device(config.device, rank)
+    ddp.init_process_group(
+        device, rank=rank, world_size=world_size, init_method=f"file://{Path(folder) / 'rendezvous'}"
+    )
+    try:
+        inputs = torch.load(Path(folder) / "inputs.pt", weights_only=False)
+        trained = train(
+            inputs["graphs"], inputs["split"], config, checkpoint_path=checkpoint_path, resume=resume
+        )
+        if rank == 0:
+            result = {
+                "state": {k: v.detach().cpu() for k, v in trained.model.state_dict().items()},
+                "history": trained.history,
+                "best_epoch": trained.best_epoch,
+                "best_valid": trained.best_valid,
+                "epochs_run": trained.epochs_run,
+                "seconds_per_epoch": trained.seconds_per_epoch,
+                "device": trained.device,
+                "stop_reason": trained.stop_reason,
+                "world_size": world_size,
+            }
+            torch.save(result, Path(folder) / "result.pt")
+    finally:
+        torch.distributed.destroy_process_group()
+
+
+def _train_here(
+    cls: type[Recommender],
+    graphs: Graphs,
+    split: Split,
+    config: TrainConfig,
+    device: torch.device,
+    context: ddp.DistContext | None,
+    on_epoch: OnEpoch | None,
+    checkpoint_path: Path | None,
+    resume: bool,
+) -> tuple[Recommender, _State]:
+    """Build the model and train it in this process (one replica of a data-parallel run with ``context``)."""
+    cuda_devices = [device] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=cuda_devices):
+        torch.manual_seed(config.seed)
+        model = cls.from_graphs(graphs, **config.hparams)
+        generator = torch.Generator(device=device)
+        generator.manual_seed(config.seed)
+        state = _State()
+        if cls.closed_form:
+            _fit_closed_form(model, graphs, split, config, state, device, on_epoch)
+        else:
+            model = model.to(device)
+            if context is not None:
+                ddp.broadcast_parameters(model)  # one starting point, whatever each rank's RNG did
+            optimizer = make_optimizer(model, config.lr)
+            if resume and checkpoint_path is not None and Path(checkpoint_path).exists():
+                # Every rank reads rank 0's checkpoint (one machine, or a shared file system).
+                state = _load_checkpoint(Path(checkpoint_path), model, optimizer, generator, config, device)
+            _fit(
+                model,
+                optimizer,
+                generator,
+                graphs,
+                split,
+                config,
+                state,
+                device,
+                on_epoch,
+                checkpoint_path,
+                context,
+            )
+    return model, state
 
 
 def _fit_closed_form(
@@ -307,6 +485,10 @@ def make_optimizer(model: Recommender, lr: float) -> torch.optim.Optimizer:
         return torch.optim.Adam(model.parameters(), lr=lr, foreach=True)
 
 
+_STOP_CODES = ("epochs", "early_stopping", "max_seconds", "stopped_by_rank0")
+"""Rank 0's decision after an epoch, broadcast as its index: go on, or why everyone stops now."""
+
+
 def _fit(
     model: Recommender,
     optimizer: torch.optim.Optimizer,
@@ -318,8 +500,14 @@ def _fit(
     device: torch.device,
     on_epoch: OnEpoch | None,
     checkpoint_path: Path | None,
+    context: ddp.DistContext | None = None,
 ) -> None:
-    """The epoch loop; mutates ``state``, ``model`` and ``optimizer``."""
+    """The epoch loop; mutates ``state``, ``model`` and ``optimizer``.
+
+    With a ``context`` this process is one rank of a data-parallel run: it trains on its shard of every
+    epoch, averages gradients with the other ranks after each backward pass, and follows rank 0's decision
+    to stop; only rank 0 evaluates, reports progress and writes the checkpoint.
+    """
     assert state.history is not None
     pairs = torch.as_tensor(split.train, dtype=torch.long, device=device).reshape(-1, 2)
     train_users, train_items = pairs[:, 0].contiguous(), pairs[:, 1].contiguous()
@@ -335,6 +523,7 @@ def _fit(
     )
     by_user = group_by_user(pairs, graphs.num_users) if config.sampling == "users" else None
     scores_candidates = config.negative_sampler == "hard"
+    main = context is None or context.is_main
     has_valid = len(split.valid) > 0
     eval_kwargs: dict[str, Any] = {}
     if config.eval_chunk_size is not None:
@@ -344,35 +533,49 @@ def _fit(
     if state.bad_evals >= config.patience and has_valid:
         state.stop_reason = "early_stopping"
         return
-    with _progress(config, state.epoch) as advance:
+    progress = _progress(config, state.epoch) if main else nullcontext(_no_progress)
+    with progress as advance:
         for epoch in range(state.epoch + 1, config.epochs + 1):
             model.train()
+            if context is not None:
+                # Each rank draws its negatives (and the model its samples) from its own stream, seeded by
+                # (seed, rank, epoch), so a resumed run continues exactly without per-rank RNG states.
+                rank_seed = ddp.rank_seed(config.seed, context.rank, epoch)
+                generator.manual_seed(rank_seed)
+                torch.manual_seed(rank_seed)  # dropout masks differ between ranks
             model.on_epoch_start(epoch, generator)
+            if context is not None:
+                ddp.broadcast_buffers(model)  # state a model redrew from its rank's generator: rank 0's
             epoch_start = time.perf_counter()
-            if by_user is not None:
-                users_all, pos_all = draw_by_user(by_user, num_pairs, generator)
-            else:
-                order = torch.randperm(num_pairs, generator=generator, device=device)
-                users_all, pos_all = train_users[order], train_items[order]
+            users_all, pos_all, batches = _epoch_positives(
+                epoch, train_users, train_items, by_user, generator, config, context
+            )
             neg_all = None
             if not scores_candidates:
                 neg_all = sampler.sample(users_all, config.num_negatives, generator=generator)
             total = torch.zeros((), device=device)
-            for start in range(0, num_pairs, config.batch_size):
-                users = users_all[start : start + config.batch_size]
-                pos = pos_all[start : start + config.batch_size]
-                if neg_all is not None:
-                    neg = neg_all[start : start + config.batch_size]
-                else:
-                    neg = sampler.sample(
-                        users, config.num_negatives, generator=generator, score_fn=model.candidate_scorer()
-                    )
-                neg = model.training_negatives(users, pos, neg)
+            for batch in batches:
+                users, pos = users_all[batch], pos_all[batch]
                 optimizer.zero_grad(set_to_none=True)
-                loss = model.loss(users, pos, neg, loss=config.loss, temperature=config.temperature)
-                loss.backward()
+                if len(users) > 0:
+                    if neg_all is not None:
+                        neg = neg_all[batch]
+                    else:
+                        neg = sampler.sample(
+                            users,
+                            config.num_negatives,
+                            generator=generator,
+                            score_fn=model.candidate_scorer(),
+                        )
+                    neg = model.training_negatives(users, pos, neg)
+                    loss = model.loss(users, pos, neg, loss=config.loss, temperature=config.temperature)
+                    loss.backward()
+                    total += loss.detach() * len(users)
+                if context is not None:
+                    ddp.average_gradients(model.parameters(), len(users), device)
                 optimizer.step()
-                total += loss.detach() * len(users)
+            if context is not None:
+                total = ddp.all_sum(total)  # every rank reports the loss over all pairs
             mean_loss = float(total) / num_pairs
             if not math.isfinite(mean_loss):
                 raise FloatingPointError(
@@ -385,37 +588,131 @@ def _fit(
                 "seconds": time.perf_counter() - epoch_start,
             }
             state.epoch = epoch
-            out_of_time = (
-                config.max_seconds is not None and time.perf_counter() - started > config.max_seconds
-            )
-            last = epoch == config.epochs or out_of_time
-            evaluated = has_valid and (epoch % config.eval_every == 0 or last)
-            if evaluated:
-                metrics = evaluate(model, split, "valid", config.ks, **eval_kwargs)
-                record["eval_seconds"] = metrics.seconds
-                record.update(metrics.values)
-                value = metrics[config.metric]
-                if value > state.best_value:
-                    state.best_value, state.best_epoch, state.best_valid = value, epoch, metrics
-                    state.best_state = _copy_state(model)
-                    state.bad_evals = 0
-                else:
-                    state.bad_evals += 1
-            elif not has_valid:
-                state.best_epoch = epoch
-                state.best_state = None  # the last state is the result
-            state.history.append(record)
-            if has_valid and state.bad_evals >= config.patience:
-                state.stop_reason = "early_stopping"
-            elif out_of_time:
-                state.stop_reason = "max_seconds"
-            if checkpoint_path is not None:
-                _save_checkpoint(Path(checkpoint_path), model, optimizer, generator, config, state, device)
-            advance(record, state.best_value if has_valid else None)
-            if evaluated and on_epoch is not None:
-                on_epoch(epoch, dict(record))
+            failure: BaseException | None = None
+            if main:
+                failure = _after_epoch(
+                    model,
+                    optimizer,
+                    generator,
+                    split,
+                    config,
+                    state,
+                    device,
+                    record,
+                    started,
+                    eval_kwargs,
+                    on_epoch,
+                    checkpoint_path,
+                    advance,
+                )
+            else:
+                state.history.append(record)
+            if context is not None:
+                code = _STOP_CODES.index("stopped_by_rank0" if failure else state.stop_reason)
+                state.stop_reason = _STOP_CODES[ddp.broadcast_int(code, device)]
+            if failure is not None:
+                raise failure
             if state.stop_reason != "epochs":
                 break
+
+
+def _no_progress(record: dict[str, float], best: float | None) -> None:
+    """The progress callback of ranks other than 0 (they stay silent)."""
+
+
+def _epoch_positives(
+    epoch: int,
+    train_users: torch.Tensor,
+    train_items: torch.Tensor,
+    by_user: UserGroups | None,
+    generator: torch.Generator,
+    config: TrainConfig,
+    context: ddp.DistContext | None,
+) -> tuple[torch.Tensor, torch.Tensor, list[slice]]:
+    """This process's (user, positive) pairs of ``epoch`` and how they split into batches.
+
+    One process: every training pair in a shuffled order (or ``n`` user-uniform draws), batches of
+    ``batch_size``. One rank of ``world_size``: its shard of a permutation that all ranks share (or its share
+    of the draws, from its own generator), split into as many batches as every other rank's
+    (:func:`tasks.distributed.batch_slices`).
+
+    Returns:
+        Users ``[n_r]``, positives ``[n_r]`` and the batches as slices into them.
+    """
+    num_pairs = len(train_users)
+    device = train_users.device
+    if context is None:
+        if by_user is not None:
+            users_all, pos_all = draw_by_user(by_user, num_pairs, generator)
+        else:
+            order = torch.randperm(num_pairs, generator=generator, device=device)
+            users_all, pos_all = train_users[order], train_items[order]
+        steps = range(0, num_pairs, config.batch_size)
+        return users_all, pos_all, [slice(start, start + config.batch_size) for start in steps]
+    rank, world_size = context.rank, context.world_size
+    if by_user is not None:
+        users_all, pos_all = draw_by_user(by_user, ddp.shard_length(num_pairs, rank, world_size), generator)
+    else:
+        mine = ddp.shard(ddp.epoch_permutation(num_pairs, config.seed, epoch), rank, world_size).to(device)
+        users_all, pos_all = train_users[mine], train_items[mine]
+    return users_all, pos_all, ddp.batch_slices(len(users_all), num_pairs, world_size, config.batch_size)
+
+
+def _after_epoch(
+    model: Recommender,
+    optimizer: torch.optim.Optimizer,
+    generator: torch.Generator,
+    split: Split,
+    config: TrainConfig,
+    state: _State,
+    device: torch.device,
+    record: dict[str, float],
+    started: float,
+    eval_kwargs: dict[str, Any],
+    on_epoch: OnEpoch | None,
+    checkpoint_path: Path | None,
+    advance: Callable[[dict[str, float], float | None], None],
+) -> BaseException | None:
+    """Evaluate when due, keep the best state, decide whether to stop, checkpoint, report, call ``on_epoch``.
+
+    Returns:
+        What ``on_epoch`` raised (``None`` when it returned), for the caller to raise once the other ranks
+        of a data-parallel run know that training stops.
+    """
+    assert state.history is not None
+    epoch = state.epoch
+    has_valid = len(split.valid) > 0
+    out_of_time = config.max_seconds is not None and time.perf_counter() - started > config.max_seconds
+    last = epoch == config.epochs or out_of_time
+    evaluated = has_valid and (epoch % config.eval_every == 0 or last)
+    if evaluated:
+        metrics = evaluate(model, split, "valid", config.ks, **eval_kwargs)
+        record["eval_seconds"] = metrics.seconds
+        record.update(metrics.values)
+        value = metrics[config.metric]
+        if value > state.best_value:
+            state.best_value, state.best_epoch, state.best_valid = value, epoch, metrics
+            state.best_state = _copy_state(model)
+            state.bad_evals = 0
+        else:
+            state.bad_evals += 1
+    elif not has_valid:
+        state.best_epoch = epoch
+        state.best_state = None  # the last state is the result
+    state.history.append(record)
+    if has_valid and state.bad_evals >= config.patience:
+        state.stop_reason = "early_stopping"
+    elif out_of_time:
+        state.stop_reason = "max_seconds"
+    if checkpoint_path is not None:
+        _save_checkpoint(Path(checkpoint_path), model, optimizer, generator, config, state, device)
+    advance(record, state.best_value if has_valid else None)
+    if evaluated and on_epoch is not None:
+        try:
+            on_epoch(epoch, dict(record))
+        except BaseException as exc:  # noqa: BLE001 - re-raised by the caller, after the other ranks know
+            return exc
+    return None
 
 
 @dataclass(frozen=True)

@@ -198,3 +198,66 @@ def test_unusable_cold_splits_exit_2_with_one_message(tmp_path, args, message):
     result = _train(folder, "--model", "mf", "--epochs", "1", *args)
     assert result.exit_code == 2, result.output
     assert message in " ".join(result.output.split()) and "Traceback" not in result.output
+
+
+def _lightgcn_args(folder: Path) -> list[str]:
+    return [
+        "train",
+        "--model",
+        "lightgcn",
+        "--dataset",
+        "csv",
+        "--data-dir",
+        str(folder),
+        "--epochs",
+        "40",
+        "--lr",
+        "0.01",
+        "--batch-size",
+        "128",
+        "--device",
+        "cpu",
+        "--json",
+    ]
+
+
+@pytest.mark.distributed
+def test_nproc_2_trains_in_two_processes_and_prints_one_json_object(tmp_path):
+    folder = write_interactions(tmp_path / "data")
+    result = runner.invoke(app, [*_lightgcn_args(folder), "--nproc", "2"])
+    assert result.exit_code == 0, result.output
+    payload = json.loads(result.stdout)
+    assert payload["processes"] == 2 and payload["epochs_run"] <= 40
+    assert payload["test"]["recall@10"] > payload["popularity"]["test"]["recall@10"]
+
+
+@pytest.mark.distributed
+def test_torchrun_launch_trains_and_only_rank_0_prints(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    folder = write_interactions(tmp_path / "data")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "DO_NOT_TRACK": "true", "MLFLOW_DISABLE_TELEMETRY": "true"}
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
+    done = subprocess.run(
+        [*launcher, "-m", "flows.cli", *_lightgcn_args(folder)],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    payload = json.loads(done.stdout)  # one JSON object: the other rank printed nothing
+    assert payload["processes"] == 2
+    assert payload["test"]["recall@10"] > payload["popularity"]["test"]["recall@10"]
+
+
+@pytest.mark.parametrize("model", ["ease", "itemknn"])
+def test_nproc_is_refused_for_closed_form_models(tmp_path, model):
+    folder = write_interactions(tmp_path / "data")
+    args = ["train", "--model", model, "--dataset", "csv", "--data-dir", str(folder), "--nproc", "2"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2, result.output
+    assert f"{model} cannot be trained by 2 processes" in result.output and "closed form" in result.output
