@@ -18,6 +18,7 @@ import os
 import sys
 import tempfile
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
@@ -340,7 +341,8 @@ def train_data_parallel(
             "this process is already one rank of a torchrun launch; give the processes to torchrun "
             "(--nproc-per-node) or to --nproc, not to both"
         )
-    from torch.multiprocessing import ProcessRaisedException, spawn
+    from torch.multiprocessing import spawn
+    from torch.multiprocessing.spawn import ProcessException
 
     per_rank_threads = threads if threads is not None else max(1, torch.get_num_threads() // nproc)
     with tempfile.TemporaryDirectory(prefix="gnnrec-ddp-") as tmp:
@@ -349,7 +351,7 @@ def train_data_parallel(
         args = (nproc, str(folder), config, checkpoint_path, resume, per_rank_threads)
         try:
             spawn(_rank_main, args=args, nprocs=nproc, join=True, start_method="spawn")
-        except ProcessRaisedException as exc:
+        except ProcessException as exc:  # a rank raised, or died (killed, out of memory)
             last_line = str(exc).strip().splitlines()[-1]
             raise RuntimeError(f"data-parallel training failed in a worker process: {last_line}") from exc
         # Our own file (it holds the Metrics dataclass), so a full unpickle is expected.
@@ -377,7 +379,10 @@ def _rank_main(
         device, rank=rank, world_size=world_size, init_method=f"file://{Path(folder) / 'rendezvous'}"
     )
     try:
-        inputs = torch.load(Path(folder) / "inputs.pt", weights_only=False)
+        with warnings.catch_warnings():
+            # Unpickling the CSR adjacency flags CSR as "beta", once per rank; the project uses it throughout.
+            warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
+            inputs = torch.load(Path(folder) / "inputs.pt", weights_only=False)
         trained = train(
             inputs["graphs"], inputs["split"], config, checkpoint_path=checkpoint_path, resume=resume
         )

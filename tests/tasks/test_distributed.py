@@ -132,3 +132,13 @@ def test_gradients_are_averaged_over_the_global_batch(tmp_path):
         # Only rank 1 touched it: its gradient times 2 pairs, over the 3 pairs of the global batch.
         assert torch.allclose(out["only_rank1"], torch.full((2,), 2 / 3))
         assert out["nobody"] is None  # the optimiser skips it, as in one process
+
+
+def test_every_model_declares_whether_it_trains_data_parallel():
+    from models import MODELS
+
+    for name, cls in MODELS.items():
+        assert cls.describe()["data_parallel"] is cls.data_parallel, name
+        if cls.closed_form:
+            assert not cls.data_parallel, f"{name} is closed-form: nothing to shard"
+    assert any(cls.data_parallel for cls in MODELS.values())
