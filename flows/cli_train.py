@@ -260,7 +260,7 @@ def train(
             )
         refusal = data_parallel_refusal(get_model(model), max(nproc, launched))
         if refusal is not None:
-            fail(f"{refusal} (without --nproc).", EXIT_BAD_INPUT)
+            fail(f"{refusal} ({'without --nproc' if nproc > 1 else 'not under torchrun'}).", EXIT_BAD_INPUT)
         if max(nproc, launched) > 1 and (params.device or "").startswith("cuda:"):
             fail(
                 f"--device {params.device} names one GPU, but each training process takes its own "

@@ -142,3 +142,22 @@ def test_every_model_declares_whether_it_trains_data_parallel():
         if cls.closed_form:
             assert not cls.data_parallel, f"{name} is closed-form: nothing to shard"
     assert any(cls.data_parallel for cls in MODELS.values())
+
+
+@pytest.mark.distributed
+@pytest.mark.parametrize(
+    ("model", "overrides"),
+    [
+        ("pinsage", {}),  # redraws its random-walk neighbourhoods (buffers) every epoch: rank 0's are kept
+        ("graphsage", {}),  # samples sub-graphs inside its loss from the rank's generator
+        ("mf", {"negative_sampler": "hard", "sampling": "users", "batch_size": 7}),
+    ],
+)
+def test_models_that_sample_for_themselves_train_in_two_processes(model, overrides):
+    _, split, graphs = planted(num_users=60, num_items=40, num_interactions=900, seed=5)
+    settings = {"model": model, "epochs": 2, "batch_size": 256, "device": "cpu", "seed": 1, "progress": False}
+    config = TrainConfig(**{**settings, **overrides})
+    trained = train_data_parallel(graphs, split, config, 2, threads=1)
+    assert trained.world_size == 2 and trained.epochs_run == 2
+    assert all(math.isfinite(h["loss"]) for h in trained.history)
+    assert trained.best_valid is not None and trained.best_valid["ndcg@20"] > 0
