@@ -42,7 +42,7 @@ import torch
 
 from models.serving import Servable
 from tasks.config import DataConfig, SplitConfig
-from tasks.evaluate import evaluate, popularity_metrics
+from tasks.evaluate import evaluate, popularity_metrics, sparse_users
 from tasks.graphs import Graphs, build_graphs
 from tasks.ingest import load_raw
 from tasks.ingest.dataset import build_dataset
@@ -128,6 +128,13 @@ def main() -> None:
         help="also report test metrics on long-tail items only: truth items outside this share of most "
         "popular training items (test_long_tail)",
     )
+    parser.add_argument(
+        "--sparse-users",
+        type=int,
+        default=None,
+        metavar="N",
+        help="also report test metrics of the users with at most N training pairs (test_sparse_users)",
+    )
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--json", type=Path, default=None)
     parser.add_argument("--verbose", action="store_true", help="print every validation")
@@ -196,6 +203,13 @@ def main() -> None:
                 flush=True,
             )
             print(f"  {model:9s} long-tail test {_fmt(best['test_long_tail'])}", flush=True)
+            if best["test_sparse_users"] is not None:
+                group = best["test_sparse_users"]
+                print(
+                    f"  {model:9s} test of the {group['users']} users with <= {group['max_train_pairs']} "
+                    f"training pairs {_fmt({k: v for k, v in group.items() if '@' in k})}",
+                    flush=True,
+                )
             if best["explained_share"] is not None:
                 print(f"  {model:9s} top-10 items with a KG path: {best['explained_share']:.1%}", flush=True)
             if best["test_exported"] is not None:
@@ -240,6 +254,11 @@ def _run_one(
     seconds = time.perf_counter() - start
     test = evaluate(trained.model, split, "test", ks=(10, 20))
     test_tail = evaluate(trained.model, split, "test", ks=(10, 20), long_tail=args.long_tail)
+    sparse: dict[str, Any] | None = None
+    if args.sparse_users is not None:
+        chosen = sparse_users(split, args.sparse_users)
+        subgroup = evaluate(trained.model, split, "test", ks=(10, 20), users=chosen)
+        sparse = {"max_train_pairs": args.sparse_users, "users": subgroup.users_evaluated, **subgroup.values}
     assert trained.best_valid is not None
     exported = (
         evaluate(_ServableScorer(trained.model.export()), split, "test", ks=(10, 20)).values
@@ -253,6 +272,7 @@ def _run_one(
         "test": test.values,
         "test_long_tail": test_tail.values,
         "long_tail_users": test_tail.users_evaluated,
+        "test_sparse_users": sparse,
         "explained_share": _explained_share(trained.model, split),
         "test_exported": exported,
         "best_epoch": trained.best_epoch,
