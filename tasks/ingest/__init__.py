@@ -24,7 +24,7 @@ SOURCES: dict[str, str] = {
     "lastfm-kg": "KGCN's Last.fm (plays of KG-linked artists) with the Satori KG (downloaded if missing).",
     "filmtrust": "FilmTrust ratings and trust network (QRec's copy; downloaded if missing).",
     "recbole": "RecBole atomic files <name>.inter (+ .kg, .link, .net, .user, .item) in --data-dir.",
-    "lightgcn": "LightGCN/SocialLGN fixed split train.txt/test.txt (data1/test1, train_set/test_set) + trust.",
+    "lightgcn": "LightGCN/SocialLGN fixed split train.txt/test.txt (data1/test1, train_set/test_set), trust.",
     "csv": "Your CSV files: interactions.csv (user,item[,rating][,timestamp]) + optional social/kg/features.",
 }
 
