@@ -7,6 +7,8 @@
 * With ``--datasets movielens-100k-kg lastfm-kg``: the same split on the knowledge-aware versions (RecBole's
   MovieLens 100K with its Freebase KG; KGCN's Last.fm, plays of KG-linked artists, with the Satori KG), for
   the KG models (``kgat``).
+* With ``--datasets filmtrust``: FilmTrust ratings (every rating a positive) and its trust network, the same
+  random per-user split, for the social models (``sociallgn``, ``socialgat``).
 
 Full ranking over all items; train items masked (and validation items when scoring test). Each model trains
 with early stopping on validation NDCG@10 and is reported on test at its best validation epoch, overall and
@@ -54,6 +56,7 @@ DATASETS = {
     "lastfm-hetrec": Path("/work/shared/datasets/lastfm-hetrec"),
     "movielens-100k-kg": Path("/work/shared/datasets/ml-100k-kg"),
     "lastfm-kg": Path("/work/shared/datasets/lastfm-kg"),
+    "filmtrust": Path("/work/shared/datasets/filmtrust"),
 }
 PUBLISHED = {
     "lastfm-hetrec": {
