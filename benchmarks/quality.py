@@ -113,6 +113,19 @@ def main() -> None:
         "trained and scored on exactly that split, e.g. the split RecBole itself makes (see RESULTS.md)",
     )
     parser.add_argument(
+        "--lightgcn-split",
+        type=Path,
+        default=None,
+        help="instead of --datasets: a folder of a LightGCN/SocialLGN fixed split (train_set.txt/test_set.txt "
+        "or train.txt/test.txt, + trust.txt); validation is drawn from train (--valid-from-train)",
+    )
+    parser.add_argument(
+        "--valid-from-train",
+        type=float,
+        default=0.1,
+        help="with --lightgcn-split: the per-user share of training pairs moved to validation (split seed)",
+    )
+    parser.add_argument(
         "--published-as",
         choices=list(PUBLISHED),
         default=None,
@@ -171,6 +184,18 @@ def main() -> None:
                 f"recbole-split:{args.recbole_split}",
                 DataConfig(dataset="recbole", data_dir=args.recbole_split, download=False),
                 SplitConfig(method="fixed", seed=args.seed),
+            )
+        ]
+    if args.lightgcn_split is not None:
+        results["protocol"] = (
+            f"the given fixed train/test split, {args.valid_from_train} of each user's training pairs moved "
+            "to validation (split seed), full ranking, early stop on valid ndcg@10, test at the best epoch"
+        )
+        sources = [
+            (
+                f"lightgcn-split:{args.lightgcn_split}",
+                DataConfig(dataset="lightgcn", data_dir=args.lightgcn_split, download=False),
+                SplitConfig(method="fixed", valid_from_train=args.valid_from_train, seed=args.seed),
             )
         ]
     for name, data_config, split_config in sources:
