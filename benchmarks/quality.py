@@ -116,8 +116,8 @@ def main() -> None:
         "--lightgcn-split",
         type=Path,
         default=None,
-        help="instead of --datasets: a folder of a LightGCN/SocialLGN fixed split (train_set.txt/test_set.txt "
-        "or train.txt/test.txt, + trust.txt); validation is drawn from train (--valid-from-train)",
+        help="instead of --datasets: the folder of a LightGCN/SocialLGN fixed split (train_set.txt, "
+        "test_set.txt or train.txt, test.txt; + trust.txt); validation is drawn from train (--valid-from-train)",
     )
     parser.add_argument(
         "--valid-from-train",
