@@ -117,7 +117,7 @@ def main() -> None:
         type=Path,
         default=None,
         help="instead of --datasets: the folder of a LightGCN/SocialLGN fixed split (train_set.txt, "
-        "test_set.txt or train.txt, test.txt; + trust.txt); validation is drawn from train (--valid-from-train)",
+        "test_set.txt or train.txt, test.txt; + trust.txt); validation comes from train (--valid-from-train)",
     )
     parser.add_argument(
         "--valid-from-train",
