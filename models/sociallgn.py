@@ -12,7 +12,7 @@ Layer ``k + 1`` propagates, with no feature transform and no non-linearity, as L
   trust graph (:attr:`Graphs.social_adj`);
 * the two user representations are fused into ``e_u^(k+1)`` by ``fusion``:
 
-  - ``"graph-comb"``, the paper's graph-fusion operation (Eq. 6):
+  - ``"graph-comb"``, the paper's graph-fusion operation as in the authors' code (``Graph_Comb``):
     ``normalize(W3 [tanh(W1 e_ui) || tanh(W2 e_soc)] + b3)``, each row scaled to unit L2 norm;
   - ``"mix"``: ``(1 - beta) e_ui + beta e_soc`` for users with at least one friend (``beta`` =
     ``social_weight``), ``e_ui`` for users without one. It adds no weights, keeps the propagation linear,
