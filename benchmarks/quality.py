@@ -7,6 +7,8 @@
 * With ``--datasets movielens-100k-kg lastfm-kg``: the same split on the knowledge-aware versions (RecBole's
   MovieLens 100K with its Freebase KG; KGCN's Last.fm, plays of KG-linked artists, with the Satori KG), for
   the KG models (``kgat``).
+* With ``--datasets filmtrust``: FilmTrust ratings (every rating a positive) and its trust network, the same
+  random per-user split, for the social models (``sociallgn``, ``socialgat``).
 
 Full ranking over all items; train items masked (and validation items when scoring test). Each model trains
 with early stopping on validation NDCG@10 and is reported on test at its best validation epoch, overall and
@@ -42,7 +44,7 @@ import torch
 
 from models.serving import Servable
 from tasks.config import DataConfig, SplitConfig
-from tasks.evaluate import evaluate, popularity_metrics
+from tasks.evaluate import evaluate, popularity_metrics, sparse_users
 from tasks.graphs import Graphs, build_graphs
 from tasks.ingest import load_raw
 from tasks.ingest.dataset import build_dataset
@@ -54,6 +56,7 @@ DATASETS = {
     "lastfm-hetrec": Path("/work/shared/datasets/lastfm-hetrec"),
     "movielens-100k-kg": Path("/work/shared/datasets/ml-100k-kg"),
     "lastfm-kg": Path("/work/shared/datasets/lastfm-kg"),
+    "filmtrust": Path("/work/shared/datasets/filmtrust"),
 }
 PUBLISHED = {
     "lastfm-hetrec": {
@@ -110,6 +113,19 @@ def main() -> None:
         "trained and scored on exactly that split, e.g. the split RecBole itself makes (see RESULTS.md)",
     )
     parser.add_argument(
+        "--lightgcn-split",
+        type=Path,
+        default=None,
+        help="instead of --datasets: the folder of a LightGCN/SocialLGN fixed split (train_set.txt, "
+        "test_set.txt or train.txt, test.txt; + trust.txt); validation comes from train (--valid-from-train)",
+    )
+    parser.add_argument(
+        "--valid-from-train",
+        type=float,
+        default=0.1,
+        help="with --lightgcn-split: the per-user share of training pairs moved to validation (split seed)",
+    )
+    parser.add_argument(
         "--published-as",
         choices=list(PUBLISHED),
         default=None,
@@ -127,6 +143,13 @@ def main() -> None:
         default=0.2,
         help="also report test metrics on long-tail items only: truth items outside this share of most "
         "popular training items (test_long_tail)",
+    )
+    parser.add_argument(
+        "--sparse-users",
+        type=int,
+        default=None,
+        metavar="N",
+        help="also report test metrics of the users with at most N training pairs (test_sparse_users)",
     )
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--json", type=Path, default=None)
@@ -163,6 +186,18 @@ def main() -> None:
                 SplitConfig(method="fixed", seed=args.seed),
             )
         ]
+    if args.lightgcn_split is not None:
+        results["protocol"] = (
+            f"the given fixed train/test split, {args.valid_from_train} of each user's training pairs moved "
+            "to validation (split seed), full ranking, early stop on valid ndcg@10, test at the best epoch"
+        )
+        sources = [
+            (
+                f"lightgcn-split:{args.lightgcn_split}",
+                DataConfig(dataset="lightgcn", data_dir=args.lightgcn_split, download=False),
+                SplitConfig(method="fixed", valid_from_train=args.valid_from_train, seed=args.seed),
+            )
+        ]
     for name, data_config, split_config in sources:
         raw = load_raw(data_config)
         dataset = build_dataset(raw)
@@ -196,6 +231,13 @@ def main() -> None:
                 flush=True,
             )
             print(f"  {model:9s} long-tail test {_fmt(best['test_long_tail'])}", flush=True)
+            if best["test_sparse_users"] is not None:
+                group = best["test_sparse_users"]
+                print(
+                    f"  {model:9s} test of the {group['users']} users with <= {group['max_train_pairs']} "
+                    f"training pairs {_fmt({k: v for k, v in group.items() if '@' in k})}",
+                    flush=True,
+                )
             if best["explained_share"] is not None:
                 print(f"  {model:9s} top-10 items with a KG path: {best['explained_share']:.1%}", flush=True)
             if best["test_exported"] is not None:
@@ -240,6 +282,11 @@ def _run_one(
     seconds = time.perf_counter() - start
     test = evaluate(trained.model, split, "test", ks=(10, 20))
     test_tail = evaluate(trained.model, split, "test", ks=(10, 20), long_tail=args.long_tail)
+    sparse: dict[str, Any] | None = None
+    if args.sparse_users is not None:
+        chosen = sparse_users(split, args.sparse_users)
+        subgroup = evaluate(trained.model, split, "test", ks=(10, 20), users=chosen)
+        sparse = {"max_train_pairs": args.sparse_users, "users": subgroup.users_evaluated, **subgroup.values}
     assert trained.best_valid is not None
     exported = (
         evaluate(_ServableScorer(trained.model.export()), split, "test", ks=(10, 20)).values
@@ -253,6 +300,7 @@ def _run_one(
         "test": test.values,
         "test_long_tail": test_tail.values,
         "long_tail_users": test_tail.users_evaluated,
+        "test_sparse_users": sparse,
         "explained_share": _explained_share(trained.model, split),
         "test_exported": exported,
         "best_epoch": trained.best_epoch,

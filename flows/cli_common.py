@@ -67,7 +67,8 @@ DatasetOption = Annotated[
         "-d",
         help=(
             "Which source to read: synthetic (seeded, needs no files), movielens-100k, lastfm-hetrec, "
-            "movielens-100k-kg, lastfm-kg (with knowledge graphs), recbole (atomic files), lightgcn "
+            "movielens-100k-kg, lastfm-kg (with knowledge graphs), filmtrust (ratings + trust), recbole "
+            "(atomic files), lightgcn "
             "(train.txt/test.txt), csv (your own files)."
         ),
         show_default=True,

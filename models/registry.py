@@ -17,6 +17,8 @@ from models import (  # noqa: F401  (imported for registration)
     mf,
     ngcf,
     pinsage,
+    socialgat,
+    sociallgn,
     temporal_lightgcn,
 )
 from models.base import MODELS, Recommender, UnknownModelError, lookup_model

@@ -17,6 +17,7 @@ DatasetName = Literal[
     "lastfm-hetrec",
     "movielens-100k-kg",
     "lastfm-kg",
+    "filmtrust",
     "recbole",
     "lightgcn",
     "csv",
@@ -53,7 +54,8 @@ class DataConfig(BaseModel):
         default="synthetic",
         title="Dataset",
         description=(
-            "Source: synthetic, movielens-100k(-kg), lastfm-hetrec, lastfm-kg, recbole, lightgcn or csv."
+            "Source: synthetic, movielens-100k(-kg), lastfm-hetrec, lastfm-kg, filmtrust, recbole, lightgcn "
+            "or csv."
         ),
     )
     data_dir: Path | None = Field(

@@ -396,6 +396,31 @@ def _long_tail(truth: np.ndarray, split: Split, share: float | None) -> np.ndarr
     return truth[~head[truth[:, 1]]]
 
 
+def _only_users(truth: np.ndarray, users: Sequence[int] | np.ndarray, num_users: int) -> np.ndarray:
+    """``truth`` restricted to pairs of the given users.
+
+    Raises:
+        ValueError: when a user id lies outside ``[0, num_users)``.
+    """
+    chosen = np.asarray(users, dtype=np.int64).reshape(-1)
+    if chosen.size and (chosen.min() < 0 or chosen.max() >= num_users):
+        raise ValueError(f"users hold ids outside [0, {num_users})")
+    keep = np.zeros(num_users, dtype=bool)
+    keep[chosen] = True
+    truth = truth.reshape(-1, 2)
+    return truth[keep[truth[:, 0]]]
+
+
+def sparse_users(split: Split, max_interactions: int) -> np.ndarray:
+    """Internal ids of users with 1 to ``max_interactions`` training pairs, sorted.
+
+    These sparse users are the ones that social or side information is meant to help; pass them as
+    :func:`evaluate`'s ``users`` for their subgroup metrics.
+    """
+    counts = np.bincount(np.asarray(split.train[:, 0], dtype=np.int64), minlength=split.num_users)
+    return np.flatnonzero((counts >= 1) & (counts <= max_interactions))
+
+
 def cold_item_mask(split: Split) -> torch.Tensor | None:
     """On a cold-items split, the items seen in training (masked for every user); ``None`` otherwise."""
     if split.method != "cold-items":
@@ -489,6 +514,7 @@ def evaluate(
     chunk_size: int = DEFAULT_CHUNK_SIZE,
     device: torch.device | str | None = None,
     long_tail: float | None = None,
+    users: Sequence[int] | np.ndarray | None = None,
 ) -> Metrics:
     """Full-ranking metrics of a recommender on the validation or test part.
 
@@ -508,6 +534,8 @@ def evaluate(
         device: Where to rank; ``None`` uses the device of the model's scores.
         long_tail: When given (e.g. ``0.2``), only truth items outside that share of most popular
             training items are relevant (the long-tail metrics, see the module docstring).
+        users: When given, only these internal user ids are evaluated (a subgroup such as the users with
+            few training interactions, :func:`sparse_users`); the others count as skipped.
 
     Returns:
         The metrics; ``seconds`` includes the precomputation.
@@ -521,6 +549,8 @@ def evaluate(
         raise UnsupportedSplitError(reason)
     truth, exclude = truth_and_exclude(split, part)
     truth = _long_tail(truth, split, long_tail)
+    if users is not None:
+        truth = _only_users(truth, users, split.num_users)
     index = HistoryIndex.from_split(split)
     with model.inference():
         if device is None:

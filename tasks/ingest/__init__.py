@@ -22,8 +22,9 @@ SOURCES: dict[str, str] = {
     "lastfm-hetrec": "HetRec 2011 Last.fm 2K plays, friendships, tag KG (downloaded if missing).",
     "movielens-100k-kg": "RecBole's MovieLens 100K with the Freebase KG (.kg, .link; downloaded if missing).",
     "lastfm-kg": "KGCN's Last.fm (plays of KG-linked artists) with the Satori KG (downloaded if missing).",
+    "filmtrust": "FilmTrust ratings and trust network (QRec's copy; downloaded if missing).",
     "recbole": "RecBole atomic files <name>.inter (+ .kg, .link, .net, .user, .item) in --data-dir.",
-    "lightgcn": "LightGCN-style fixed split train.txt/test.txt (or data1.txt/test1.txt) + trust file.",
+    "lightgcn": "LightGCN/SocialLGN fixed split train.txt/test.txt (data1/test1, train_set/test_set), trust.",
     "csv": "Your CSV files: interactions.csv (user,item[,rating][,timestamp]) + optional social/kg/features.",
 }
 
@@ -87,6 +88,10 @@ def _read_source(config: DataConfig) -> RawTables:
         from tasks.ingest.kg_sources import load_lastfm_kg
 
         return load_lastfm_kg(config.data_dir, download=config.download)
+    if dataset == "filmtrust":
+        from tasks.ingest.filmtrust import load_filmtrust
+
+        return load_filmtrust(config.data_dir, download=config.download)
     if dataset == "recbole":
         from tasks.ingest.recbole import load_recbole
 

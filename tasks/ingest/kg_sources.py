@@ -77,7 +77,12 @@ REMOTE: dict[str, RemoteFiles] = {
 
 
 def ensure_files(name: str, data_dir: Path | None, *, download: bool = True) -> Path:
-    """The folder holding every file of source ``name``, fetching the missing ones if allowed.
+    """The folder holding every file of source ``name`` (:data:`REMOTE`); see :func:`ensure_remote_files`."""
+    return ensure_remote_files(REMOTE[name], data_dir, download=download)
+
+
+def ensure_remote_files(remote: RemoteFiles, data_dir: Path | None, *, download: bool = True) -> Path:
+    """The folder holding every file of ``remote``, fetching the missing ones if allowed.
 
     Files already present are used as they are (a local copy may differ in line endings); fetched files
     must match their SHA-256, else nothing is kept.
@@ -85,7 +90,7 @@ def ensure_files(name: str, data_dir: Path | None, *, download: bool = True) -> 
     Raises:
         DatasetNotAvailableError: Files are missing and downloading is off, fails or a checksum differs.
     """
-    remote = REMOTE[name]
+    name = remote.name
     folder = Path(data_dir).expanduser() if data_dir is not None else default_cache_dir(name)
     missing = [f for f in remote.sha256 if not (folder / f).is_file()]
     if not missing:

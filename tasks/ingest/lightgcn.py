@@ -1,17 +1,21 @@
-r"""LightGCN-style fixed train/test splits (``gusye1234/LightGCN-PyTorch``, ``kuandeng/LightGCN``).
+r"""LightGCN-style fixed train/test splits (``gusye1234/LightGCN-PyTorch``, ``kuandeng/LightGCN``, SocialLGN).
 
 A folder with a training and a test file, and optionally a trust (social) file:
 
-* train: ``train.txt``, or ``data1.txt`` (LightGCN-PyTorch's Last.fm); test: ``test.txt`` or ``test1.txt``.
-* Two line layouts, detected per file from its first non-blank line:
+* train: ``train.txt``, ``data1.txt`` (LightGCN-PyTorch's Last.fm) or ``train_set.txt`` (SocialLGN's,
+  ``leo0481/SocialLGN`` ``data/preprocessed/``); test: ``test.txt``, ``test1.txt`` or ``test_set.txt``.
+* Three line layouts, detected per file from its first non-blank line:
+
+  - *csv* (the line contains a comma): ``user,item`` per line after an optional header line naming the
+    columns (SocialLGN's ``train_set.txt``/``test_set.txt``, 0-based);
 
   - *pairs* (the line contains a tab): ``user \t item [\t weight]``, one interaction per line; the weight
     (a float, possibly written ``3.2466e+05``) becomes ``rating``;
   - *adjacency* (no tab): ``user item item ...`` separated by spaces, one user per line (Gowalla, Yelp2018,
     Amazon-Book); a line with a user and no items adds nothing.
 
-* trust: ``trustnetwork.txt`` or ``trust.txt``, ``user friend`` per line (tab or space; extra fields such
-  as a trust value are ignored) -> ``social``.
+* trust: ``trustnetwork.txt`` or ``trust.txt``, ``user friend`` per line (tab, space, or comma with an
+  optional header as in SocialLGN's; extra fields such as a trust value are ignored) -> ``social``.
 
 Ids may be 0- or 1-based (``DataConfig.one_based``; ``None`` detects 1-based when no id 0 appears in any
 file). 1-based ids are shifted to 0-based, as the upstream LightGCN loader does, so ids match the
@@ -31,8 +35,8 @@ from tasks.ingest.readers import detect_encoding, first_line, read_delimited, to
 from tasks.ingest.tables import RawTables
 
 NAME = "lightgcn"
-TRAIN_FILES = ("train.txt", "data1.txt")
-TEST_FILES = ("test.txt", "test1.txt")
+TRAIN_FILES = ("train.txt", "data1.txt", "train_set.txt")
+TEST_FILES = ("test.txt", "test1.txt", "test_set.txt")
 TRUST_FILES = ("trustnetwork.txt", "trust.txt")
 
 
@@ -46,7 +50,16 @@ def _pick(folder: Path, names: tuple[str, ...]) -> Path | None:
 def read_interaction_file(path: Path) -> pd.DataFrame:
     """One LightGCN file -> ``user``, ``item`` (+ ``rating`` for weighted pairs), raw (un-shifted) ids."""
     encoding = detect_encoding(path)
-    if "\t" in first_line(path, encoding):
+    line = first_line(path, encoding)
+    if "," in line:
+        pairs = _read_csv_pairs(path, line, what="LightGCN interactions", columns=("user", "item"))
+        return pd.DataFrame(
+            {
+                "user": to_ids(pairs["user"], path=path, what="user id", header_line=True),
+                "item": to_ids(pairs["item"], path=path, what="item id", header_line=True),
+            }
+        )
+    if "\t" in line:
         pairs = read_delimited(
             path, sep="\t", what="LightGCN interactions", columns=("user", "item"), optional=("weight",)
         )
@@ -58,6 +71,22 @@ def read_interaction_file(path: Path) -> pd.DataFrame:
             out["rating"] = to_numbers(pairs["weight"], path=path, what="weight", header_line=True)
         return pd.DataFrame(out)
     return _read_adjacency(path, encoding)
+
+
+def _read_csv_pairs(path: Path, line: str, *, what: str, columns: tuple[str, str]) -> pd.DataFrame:
+    """A CSV file of two id columns; a first line that does not start with an id is a header (any names)."""
+    encoding = detect_encoding(path)
+    if line.split(",", 1)[0].strip().isdigit():
+        return read_delimited(path, sep=",", what=what, columns=columns, encoding=encoding)
+    frame = read_delimited(path, sep=",", what=what, header=True, encoding=encoding)
+    if frame.shape[1] < 2:
+        raise DataFormatError(
+            f"{path} ({what}) has {frame.shape[1]} column(s); write {columns[0]},{columns[1]} per line.",
+            path=str(path),
+            line=1,
+        )
+    first, second = frame.columns[:2]
+    return frame[[first, second]].set_axis(list(columns), axis=1)
 
 
 def _read_adjacency(path: Path, encoding: str) -> pd.DataFrame:
@@ -96,9 +125,13 @@ def _read_adjacency(path: Path, encoding: str) -> pd.DataFrame:
 
 
 def read_trust_file(path: Path) -> pd.DataFrame:
-    """``user friend`` lines (tab- or space-separated) -> ``user``, ``friend`` with raw ids."""
-    sep = "\t" if "\t" in first_line(path, detect_encoding(path)) else r"\s+"
-    frame = read_delimited(path, sep=sep, what="LightGCN trust network", columns=("user", "friend"))
+    """``user friend`` lines (tab-, space- or comma-separated) -> ``user``, ``friend`` with raw ids."""
+    line = first_line(path, detect_encoding(path))
+    if "," in line:
+        frame = _read_csv_pairs(path, line, what="LightGCN trust network", columns=("user", "friend"))
+    else:
+        sep = "\t" if "\t" in line else r"\s+"
+        frame = read_delimited(path, sep=sep, what="LightGCN trust network", columns=("user", "friend"))
     return pd.DataFrame(
         {
             "user": to_ids(frame["user"], path=path, what="user id", header_line=True),

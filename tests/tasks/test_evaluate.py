@@ -16,6 +16,7 @@ from tasks.evaluate import (
     full_ranking_metrics,
     head_items,
     popularity_metrics,
+    sparse_users,
 )
 from tasks.split import Split
 
@@ -446,3 +447,33 @@ def test_mf_folded_in_beats_popularity_for_new_users_on_planted_data() -> None:
     # Early stopping followed the validation new users (scored through score_history too).
     assert trained.best_valid is not None and trained.best_valid.history_users == 40
     assert model_test["ndcg@20"] > 1.5 * pop_test["ndcg@20"]
+
+
+def test_a_user_subset_evaluates_only_those_users_and_the_subsets_average_to_the_whole() -> None:
+    split = toy_split()
+    scores = torch.tensor(
+        [
+            [0.0, 9.0, 1.0, 9.0, 8.0],  # test: user 0 -> 2 (4 valid-masked; 1, 3 seen): hit
+            [5.0, 9.0, 1.0, 9.0, 2.0],
+            [5.0, 3.0, 1.0, 9.0, 9.0],  # test: user 2 wants 1, gets 0 first (3, 4 seen): miss at 1
+        ]
+    )
+    model = TableModel(scores)
+    whole = evaluate(model, split, "test", ks=(1, 2))
+    first = evaluate(model, split, "test", ks=(1, 2), users=[0])
+    rest = evaluate(model, split, "test", ks=(1, 2), users=np.array([1, 2]))
+    assert (first.users_evaluated, rest.users_evaluated) == (1, 1)  # user 1 has no test item
+    assert first["hit@1"] == pytest.approx(1.0) and rest["hit@1"] == pytest.approx(0.0)
+    assert rest["hit@2"] == pytest.approx(1.0)
+    for key, value in whole.values.items():
+        assert value == pytest.approx((first[key] + rest[key]) / 2), key
+    with pytest.raises(ValueError, match="outside"):
+        evaluate(model, split, "test", users=[3])
+
+
+def test_sparse_users_are_those_with_one_to_n_training_pairs() -> None:
+    split = toy_split()  # training pairs per user: 2, 2, 2
+    assert sparse_users(split, 1).tolist() == []
+    assert sparse_users(split, 2).tolist() == [0, 1, 2]
+    lopsided = Split("fixed", 0, 4, 5, np.array([[0, 1], [1, 1], [1, 2], [1, 3]]), split.valid, split.test)
+    assert sparse_users(lopsided, 1).tolist() == [0]  # user 3 has no training pair: not a sparse user

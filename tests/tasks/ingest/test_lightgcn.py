@@ -93,3 +93,33 @@ def test_truncated_pair_line_loads_with_a_missing_item(tmp_path: Path) -> None:
     folder = write(tmp_path / "g", {"train.txt": "1\t2\t3\n2\t", "test.txt": "1\t1\t1\n"})
     inter = load_lightgcn(folder).interactions
     assert inter["item"].isna().sum() == 1 and inter["user"].tolist() == [0, 1, 0]
+
+
+def test_sociallgn_csv_layout_with_headers_keeps_the_split_and_the_trust(tmp_path: Path) -> None:
+    # leo0481/SocialLGN data/preprocessed/lastfm: train_set.txt, test_set.txt, trust.txt, CSV with headers.
+    folder = write(
+        tmp_path / "s",
+        {
+            "train_set.txt": "user,item\n2,0\n0,1\n1,1\n0,2\n",
+            "test_set.txt": "user,item\n0,0\n2,3\n",
+            "trust.txt": "user,friend\n0,1\n1,0\n1,2\n2,1\n",
+        },
+    )
+    raw = load_lightgcn(folder)
+    inter = raw.interactions
+    assert inter[["user", "item"]].to_numpy().tolist() == [[2, 0], [0, 1], [1, 1], [0, 2], [0, 0], [2, 3]]
+    assert inter["split"].tolist() == ["train"] * 4 + ["test"] * 2
+    assert raw.social is not None
+    assert raw.social.to_numpy().tolist() == [[0, 1], [1, 0], [1, 2], [2, 1]]  # 0-based: not shifted
+    dataset = build_dataset(raw)
+    assert dataset.summary()["social_edges"] == 2  # each tie listed both ways
+    assert dataset.fixed_split is not None and int((dataset.fixed_split == SPLIT_CODES["test"]).sum()) == 2
+
+
+def test_csv_layout_without_a_header_and_a_bad_id(tmp_path: Path) -> None:
+    folder = write(tmp_path / "n", {"train_set.txt": "1,1\n2,2\n", "test_set.txt": "1,2\n"})
+    raw = load_lightgcn(folder)  # no id 0 anywhere: 1-based, shifted
+    assert raw.interactions[["user", "item"]].to_numpy().tolist() == [[0, 0], [1, 1], [0, 1]]
+    write(folder, {"test_set.txt": "user,item\n1,x\n"})
+    with pytest.raises(DataFormatError, match="item id"):
+        load_lightgcn(folder)
