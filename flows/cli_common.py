@@ -642,7 +642,7 @@ def probe_study_storage(url: str) -> None:
             shown = make_url(url).render_as_string(hide_password=True)
         except Exception:  # noqa: BLE001 (a URL that does not parse: show it as given)
             shown = url
-        reason = getattr(err, "orig", None) or err
+        reason = getattr(err, "orig", None) or err.__cause__ or err
         first = str(reason).strip().splitlines()[0] if str(reason).strip() else type(reason).__name__
         raise InfrastructureError(
             f"Cannot open the Optuna study storage {shown}: {_one_line(first)}. Check the URL "

@@ -102,7 +102,7 @@ def tune_worker(
     its data differ here, bad options); 3 when the study storage cannot be opened or fails.
     """
     from tasks.reconcile import OpenRecords, closing_on_signals
-    from tasks.tune_worker import default_worker, join_study, start_study, studies_in
+    from tasks.tune_worker import StudyNotJoinableError, default_worker, join_study, start_study, studies_in
 
     console = stderr_console()
     if study is not None and config is not None:
@@ -134,21 +134,24 @@ def tune_worker(
         records = OpenRecords()
         records.add_storage(url)  # on SIGTERM/SIGINT this worker's running trial is closed FAIL at once
         with closing_on_signals(records):
-            if params is not None:
-                assert model is not None
-                result = start_study(params, model, url, worker=number, progress=progress)
-            else:
-                assert study is not None
-                result = join_study(
-                    study,
-                    url,
-                    worker=number,
-                    data_dir=data_dir,
-                    device=device,
-                    n_trials=trials,
-                    timeout_s=timeout,
-                    progress=progress,
-                )
+            try:
+                if params is not None:
+                    assert model is not None
+                    result = start_study(params, model, url, worker=number, progress=progress)
+                else:
+                    assert study is not None
+                    result = join_study(
+                        study,
+                        url,
+                        worker=number,
+                        data_dir=data_dir,
+                        device=device,
+                        n_trials=trials,
+                        timeout_s=timeout,
+                        progress=progress,
+                    )
+            except StudyNotJoinableError as err:
+                fail(str(err))
     payload = {
         "study": result.study_name,
         "worker": number,

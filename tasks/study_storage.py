@@ -67,6 +67,20 @@ def ensure_sqlite_dir(storage: str | None) -> None:
             Path(path).parent.mkdir(parents=True, exist_ok=True)
 
 
+def storage_url(url: str) -> str:
+    """``url`` with a loadable driver: a plain ``postgresql://`` names psycopg2 when only it is installed.
+
+    SQLAlchemy 2.1 reads a plain ``postgresql://`` as psycopg (version 3); the project installs
+    psycopg2-binary, so such a URL would fail with "no module named psycopg".
+    """
+    import importlib.util
+
+    if url.startswith("postgresql://") and importlib.util.find_spec("psycopg") is None:
+        if importlib.util.find_spec("psycopg2") is not None:
+            return "postgresql+psycopg2://" + url.removeprefix("postgresql://")
+    return url
+
+
 def _lost_schema_race(err: Exception) -> bool:
     text = str(err).lower()
     return "already exists" in text or "alembic_version" in text or "duplicate key" in text
@@ -88,6 +102,7 @@ def open_storage(url: str, *, heartbeat: bool = False) -> optuna.storages.RDBSto
     from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
 
     ensure_sqlite_dir(url)
+    url = storage_url(url)
     options: dict[str, Any] = {}
     if heartbeat:
         interval, grace = trial_heartbeat()

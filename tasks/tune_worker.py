@@ -185,6 +185,8 @@ def join_study(
             + "."
         ) from None
     objective = read_objective(loaded)
+    if objective.budget is None and n_trials is None:
+        raise StudyNotJoinableError(f"The study {study} records no trial budget: give --trials N.")
     data = objective.data
     if data_dir is not None:
         data = data.model_copy(update={"data_dir": data_dir})

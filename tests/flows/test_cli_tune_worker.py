@@ -65,7 +65,8 @@ def test_two_cli_workers_share_one_postgres_study(tmp_path: Path, postgres_db: s
             names = []
     assert len(names) == 1 and names[0].startswith("mf-")
     # ...and the second joins it by name and storage alone: the study records the rest.
-    second = worker("--study", names[0], "--storage", postgres_db, "--worker", "2")
+    plain = postgres_db.replace("postgresql+psycopg2://", "postgresql://")  # the URL a user types
+    second = worker("--study", names[0], "--storage", plain, "--worker", "2")
     outputs = [p.communicate(timeout=300) for p in (first, second)]
     for proc, (_, err) in zip((first, second), outputs, strict=True):
         assert proc.returncode == 0, err[-3000:]
