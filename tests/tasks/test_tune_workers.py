@@ -271,3 +271,50 @@ def _worker_on_k(storage: str, out) -> None:
         train_fn=SlowTrainer(0.05),
     )
     out.put((result.n_new_trials, result.n_trials))
+
+
+def test_the_study_records_what_a_joining_worker_rebuilds_the_objective_from(tmp_path: Path) -> None:
+    from tasks.config import DataConfig, SplitConfig
+    from tasks.tune_worker import objective_source, read_objective
+
+    storage = f"sqlite:///{tmp_path / 'studies.db'}"
+    data = DataConfig(synthetic_users=40, synthetic_items=50, synthetic_interactions=600)
+    split = SplitConfig(seed=9)
+    base = base_config().model_copy(update={"lr": 0.02})
+    tune(
+        None,
+        tiny_split(),
+        base,
+        study="s",
+        storage=storage,
+        n_trials=2,
+        seed=11,
+        train_fn=FakeTrainer(),
+        train_space={"loss": ["bpr", "softmax"]},
+        source=objective_source(data, split, allow_duplicates=True, min_interactions=20),
+    )
+    recorded = read_objective(optuna.load_study(study_name="s", storage=storage))
+    assert (recorded.data, recorded.split) == (data, split)
+    assert (recorded.allow_duplicates, recorded.min_interactions, recorded.seed) == (True, 20, 11)
+    assert recorded.base == base.model_copy(update={"progress": False})
+    assert recorded.train_space == {"loss": ["bpr", "softmax"]} and recorded.budget == 2
+
+
+def test_a_worker_whose_data_differ_from_the_study_is_refused(tmp_path: Path) -> None:
+    from tasks.config import DataConfig, SplitConfig
+    from tasks.tune_worker import StudyNotJoinableError, join_study, objective_source
+
+    storage = f"sqlite:///{tmp_path / 'studies.db'}"
+    study = open_study("mf-not-these-data", storage, seed=0)
+    data = DataConfig(synthetic_users=40, synthetic_items=50, synthetic_interactions=600)
+    source = objective_source(data, SplitConfig(), allow_duplicates=False, min_interactions=10)
+    study.set_user_attr(
+        "gnnrec.objective",
+        {"source": source, "train": base_config().model_dump(mode="json"), "train_space": {}, "seed": 0},
+    )
+    study.set_user_attr(BUDGET_ATTR, 2)
+    with pytest.raises(StudyNotJoinableError, match="files differ"):
+        join_study("mf-not-these-data", storage, worker=1)
+    with pytest.raises(StudyNotJoinableError, match="No study mf-other.*mf-not-these-data"):
+        join_study("mf-other", storage, worker=1)
+    assert study.trials == []
