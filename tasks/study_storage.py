@@ -9,7 +9,9 @@ or ``UNIQUE constraint failed: alembic_version.version_num``, though the schema 
 Trials of one study may run in several processes or machines. Each running trial records a heartbeat in the
 storage (Optuna's own mechanism); a trial whose process died (``SIGKILL``, a lost machine) stops beating and
 the next worker that looks marks it ``FAIL`` after a grace period (:func:`trial_heartbeat`), so its slot of
-the trial budget goes to another worker.
+the trial budget goes to another worker. The failed trial is not retried with the same parameters (Optuna's
+``RetryHeartbeatStaleTrialCallback``): a worker killed mid-trial is often the kernel's out-of-memory killer
+answering those very parameters, which would then kill the next worker too; a new trial is sampled instead.
 """
 
 from __future__ import annotations
