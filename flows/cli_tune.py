@@ -38,7 +38,7 @@ def tune_worker(
         str | None,
         typer.Option(
             "--study",
-            help="The study to join (e.g. mf-<data>-<split>-<settings>, as gnnrec run logs it). Without it "
+            help="The study to join (mf-<data>-<split>-<settings>, as gnnrec run's log names it). Without it "
             "and without --config, the studies in the storage are listed.",
         ),
     ] = None,

@@ -181,6 +181,12 @@ def tune_model(
     """
     from tasks.tune import tune
 
+    get_run_logger().info(
+        "%s tunes in Optuna study %s (join with: gnnrec tune-worker --study %s --storage URL)",
+        base_config.model,
+        study,
+        study,
+    )
     with _tune_progress(base_config.model) as progress:
         return tune(
             graphs,
