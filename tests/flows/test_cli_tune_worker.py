@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import optuna
@@ -53,35 +52,33 @@ def finished(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
 @pytest.mark.slow
 def test_two_cli_workers_share_one_postgres_study(tmp_path: Path, postgres_db: str) -> None:
     config = run_config(tmp_path, postgres_db)
-    first = worker("--config", str(config), "--model", "mf", "--worker", "1")
-    deadline = time.monotonic() + 120
-    names: list[str] = []
-    while not names and time.monotonic() < deadline:  # the first worker creates the study...
-        assert first.poll() is None, first.communicate()[1][-3000:]
-        time.sleep(0.5)
-        try:
-            names = optuna.get_all_study_names(postgres_db)
-        except Exception:  # noqa: BLE001 (its tables may not exist yet)
-            names = []
-    assert len(names) == 1 and names[0].startswith("mf-")
-    # ...and the second joins it by name and storage alone: the study records the rest.
-    plain = postgres_db.replace("postgresql+psycopg2://", "postgresql://")  # the URL a user types
-    second = worker("--study", names[0], "--storage", plain, "--worker", "2")
-    outputs = [p.communicate(timeout=300) for p in (first, second)]
-    for proc, (_, err) in zip((first, second), outputs, strict=True):
+    # Two workers started together: each creates the study gnnrec run would use, or joins it.
+    workers = [worker("--config", str(config), "--model", "mf", "--worker", str(n)) for n in (1, 2)]
+    outputs = [p.communicate(timeout=300) for p in workers]
+    for proc, (_, err) in zip(workers, outputs, strict=True):
         assert proc.returncode == 0, err[-3000:]
     one, two = (json.loads(out) for out, _ in outputs)
-    study = optuna.load_study(study_name=names[0], storage=postgres_db)
+    assert one["study"] == two["study"] and one["study"].startswith("mf-")
+    study = optuna.load_study(study_name=one["study"], storage=postgres_db)
     done = finished(study)
     assert len(done) == 6 == one["trials_finished"] == two["trials_finished"]
     assert one["trials_finished_here"] + two["trials_finished_here"] == 6
     params = [tuple(sorted(t.params.items())) for t in done]
     assert len(set(params)) == 6  # no start-up trial drawn twice
-    assert {k: one[k] for k in ("best_trial", "best_value", "best_params")} == {
-        k: two[k] for k in ("best_trial", "best_value", "best_params")
-    }
+    best = ("best_trial", "best_value", "best_params")
+    assert {k: one[k] for k in best} == {k: two[k] for k in best}
     assert one["best_value"] == pytest.approx(study.best_value)
     assert study.user_attrs[OBJECTIVE_ATTR]["source"]["data"]["synthetic_users"] == 60
+    # A third joins by name and storage alone (the study records the rest): the budget is met, so it runs
+    # nothing and reads the same best.
+    plain = postgres_db.replace("postgresql+psycopg2://", "postgresql://")  # the URL a user types
+    third = worker("--study", one["study"], "--storage", plain, "--worker", "3")
+    out, err = third.communicate(timeout=300)
+    assert third.returncode == 0, err[-3000:]
+    joined = json.loads(out)
+    assert joined["trials_finished_here"] == 0 and joined["trials_finished"] == 6
+    assert {k: joined[k] for k in best} == {k: one[k] for k in best}
+    assert len(finished(optuna.load_study(study_name=one["study"], storage=postgres_db))) == 6
 
 
 @pytest.mark.postgres
