@@ -619,3 +619,34 @@ def parse_user_ids(raw: list[str]) -> list[Any]:
     """Raw user ids from the command line: whole numbers as ints when all are, else every id as a string."""
     ids: list[Any] = [int(u) if u.lstrip("-").isdigit() else u for u in raw]
     return ids if all(isinstance(u, int) for u in ids) else [str(u) for u in raw]
+
+
+def probe_study_storage(url: str) -> None:
+    """Open the Optuna study storage at ``url`` once, creating its tables when new (any SQLAlchemy URL).
+
+    A wrong PostgreSQL URL (a host or port where nothing answers, a database that does not exist, a driver
+    that is not installed, a URL that does not parse) becomes one paragraph before any work starts.
+
+    Raises:
+        InfrastructureError: The storage cannot be opened.
+    """
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from tasks.study_storage import open_storage
+
+    try:
+        open_storage(url)
+    except (SQLAlchemyError, ValueError, ImportError) as err:
+        from sqlalchemy.engine import make_url
+
+        try:
+            shown = make_url(url).render_as_string(hide_password=True)
+        except Exception:  # noqa: BLE001 (a URL that does not parse: show it as given)
+            shown = url
+        reason = getattr(err, "orig", None) or err.__cause__ or err
+        first = str(reason).strip().splitlines()[0] if str(reason).strip() else type(reason).__name__
+        raise InfrastructureError(
+            f"Cannot open the Optuna study storage {shown}: {_one_line(first)}. Check the URL "
+            "(postgresql://USER@HOST:5432/DATABASE or sqlite:///PATH/studies.db), that the database server "
+            "runs and answers there, and that the database exists (createdb DATABASE)."
+        ) from None

@@ -44,6 +44,7 @@ from flows.cli_common import (
     load_champion_or_exit,
     load_settings,
     parse_user_ids,
+    probe_study_storage,
     quiet_engine_tracebacks,
 )
 from tasks.config import DatasetName, SplitMethod
@@ -339,6 +340,7 @@ def _run_pipeline_command(
             return
         preflight(params)
         settings = load_settings(params.mlflow_config)
+        probe_study_storage(params.study_storage or settings.study_storage)  # a wrong URL: exit 3 now
         if params.threads:
             from tasks.train import set_threads
 

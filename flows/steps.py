@@ -171,14 +171,22 @@ def tune_model(
     warm_start: dict[str, Any] | None,
     callbacks: list[Any],
     train_space: dict[str, list[Any]] | None = None,
+    source: dict[str, Any] | None = None,
 ) -> TuneResult:
     """Run the model's Optuna study (it resumes from its storage, so no Prefect cache).
 
     Every evaluation and every trial logs one line to the flow run's log; a progress artifact
-    ``tune-<model>`` follows the trials done; on a terminal a progress bar shows them too.
+    ``tune-<model>`` follows the trials done; on a terminal a progress bar shows them too. ``source``
+    (the data and split settings) is recorded in the study, so ``gnnrec tune-worker`` can join it.
     """
     from tasks.tune import tune
 
+    get_run_logger().info(
+        "%s tunes in Optuna study %s (join with: gnnrec tune-worker --study %s --storage URL)",
+        base_config.model,
+        study,
+        study,
+    )
     with _tune_progress(base_config.model) as progress:
         return tune(
             graphs,
@@ -194,6 +202,7 @@ def tune_model(
             callbacks=callbacks,
             train_space=train_space,
             progress=progress,
+            source=source,
         )
 
 
@@ -337,6 +346,7 @@ def model_branch(
     ks: tuple[int, ...],
     metric: str,
     threads: int | None,
+    source: dict[str, Any] | None = None,
 ) -> ModelBranch:
     """One model's whole chain in one worker: tune -> train the best -> test -> register.
 
@@ -367,6 +377,7 @@ def model_branch(
         warm_start=warm_start,
         callbacks=callbacks,
         train_space=train_space,
+        source=source,
     )
     trained = train_model(
         graphs, split, final_train_config(base_config, tuned, warm_start), dataset.fingerprint

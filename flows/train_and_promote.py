@@ -367,6 +367,7 @@ def _branches_on_workers(
                             )
                         ],
                         "train_space": params.train_space,
+                        "source": study_source(params),
                         "ks": ks,
                         "metric": metric,
                         "threads": threads,
@@ -375,6 +376,18 @@ def _branches_on_workers(
                 for family in params.models
             }
         ),
+    )
+
+
+def study_source(params: PipelineParams) -> dict[str, Any]:
+    """What the studies record so that ``gnnrec tune-worker --study NAME`` can rebuild their data."""
+    from tasks.tune_worker import objective_source
+
+    return objective_source(
+        params.data,
+        params.split,
+        allow_duplicates=params.allow_duplicates,
+        min_interactions=params.min_interactions,
     )
 
 
@@ -414,6 +427,7 @@ def _stages_in_flow(
                 warm_start=warm[f],
                 train_space=params.train_space,
                 callbacks=[trial_logger(settings, model_run_id=children[f], family=f, lineage=lineage)],
+                source=study_source(params),
             )
             for f in families
         }

@@ -12,9 +12,14 @@ are named ``train.<field>`` and come back in :attr:`TuneResult.best_train`.
 
 Tuning reads the validation part only: the test part is removed from the split the objective sees.
 
-Budget: ``n_trials`` is the number of finished trials the study should hold (a rerun with nothing changed adds
-none, which is what makes a rerun cheap and reproducible), ``extra_trials`` adds that many more, and
-``timeout_s`` bounds the wall time of this call.
+Budget: ``n_trials`` is the number of finished (complete or pruned) trials the study should hold (a rerun
+with nothing changed adds none, which is what makes a rerun cheap and reproducible), ``extra_trials`` adds
+that many more, and ``timeout_s`` bounds the wall time of this call. The budget is recorded in the study and
+counted in the storage after every trial, not once at the start, so several workers sharing one study (this
+call, ``gnnrec tune-worker`` processes on other machines) together run exactly the budget
+(:func:`wait_for_room`, :func:`_has_slot`, Optuna's ``MaxTrialsCallback``). A failed trial (its worker was
+killed, its objective raised) measured nothing and does not count: another trial takes its slot. Each worker
+seeds its sampler differently (:func:`worker_seed`), so their start-up (random) trials differ.
 """
 
 from __future__ import annotations
@@ -39,6 +44,25 @@ if TYPE_CHECKING:
     from tasks.train import TrainConfig, TrainedModel
 
 FINISHED_STATES = ("COMPLETE", "PRUNED")
+
+#: States of a trial that will end finished unless it fails: it holds a slot of the budget meanwhile.
+_PENDING_STATES = ("RUNNING", "WAITING")
+
+#: The study's user attribute holding its budget: the finished trials it should hold (set by the run that
+#: asked for them; a joining worker reads it).
+BUDGET_ATTR = "gnnrec.budget"
+
+#: The study's user attribute holding what a joining worker needs to rebuild the objective: the data source
+#: and split (``source``), the base training configuration (``train``), the searched training settings
+#: (``train_space``) and the sampler seed (``seed``).
+OBJECTIVE_ATTR = "gnnrec.objective"
+
+#: The user attribute of a trial that found the budget met by other workers' trials when it started (it ran
+#: nothing, ended ``FAIL`` and is given to no callback).
+SURPLUS_ATTR = "gnnrec.surplus"
+
+#: Seconds between two looks at the storage while other workers' trials fill the rest of the budget.
+POLL_S = 1.0
 
 #: The user attribute of a trial whose objective raised: the error's type and message, for its MLflow run.
 FAIL_REASON_ATTR = "fail_reason"
@@ -126,7 +150,7 @@ class TuneResult:
         best_value: Best validation value; NaN when no trial completed.
         best_trial: Number of the best trial, or -1.
         n_trials: Finished (complete or pruned) trials in the study after this call.
-        n_new_trials: Trials run by this call.
+        n_new_trials: Finished trials run by this call (other workers' not included).
         n_pruned: Pruned trials in the study.
         seconds: Wall time of this call.
         warm_started: Whether known-good hyperparameters were enqueued as the first new trial.
@@ -156,7 +180,7 @@ class TuneProgress:
         event: ``evaluation`` (a trial was evaluated on the validation part) or ``trial`` (a trial ended).
         trial: The trial's number in the study.
         trials_done: Trials this call has finished (``trial`` events count the one that just ended).
-        budget: Trials this call runs at most (the timeout may stop it sooner).
+        budget: Trials the study still needed when this call started (other workers of the study run some).
         metric: The validation metric.
         epoch: The epoch evaluated (``evaluation``), or the trial's last evaluated epoch.
         value: The trial's metric at that epoch (``evaluation``) or its final value (``trial``), if any.
@@ -195,6 +219,7 @@ class _Tally:
     """What :func:`tune` counts while it runs, for its progress events."""
 
     done: int = 0
+    finished: int = 0
     best: float | None = None
     epoch: int = 0
 
@@ -237,15 +262,36 @@ def study_name(dataset_fingerprint: str, split_key: str, model: str, settings_ke
     return f"{model}-{dataset_fingerprint}-{split_key}-{settings_key}"
 
 
+def worker_seed(seed: int, worker: int) -> int:
+    """The sampler seed of worker ``worker`` of a study whose runs are seeded ``seed``.
+
+    Worker 0 (the run that created the study, a lone run) uses ``seed`` itself, so a single run stays
+    reproducible; every other worker gets its own seed derived from both, so two workers never draw the
+    same start-up (random) trials.
+    """
+    if worker == 0:
+        return seed
+    import hashlib
+
+    digest = hashlib.sha256(f"{seed}:{worker}".encode()).digest()
+    return int.from_bytes(digest[:4], "big") & 0x7FFFFFFF
+
+
 def open_study(name: str, storage: str | None, seed: int) -> optuna.Study:
-    """Create or load the study ``name`` (maximising) with a seeded TPE sampler and a median pruner."""
+    """Create or load the study ``name`` (maximising) with a seeded TPE sampler and a median pruner.
+
+    An RDB storage is opened with the trial heartbeat on (:func:`tasks.study_storage.open_storage`), so the
+    trial of a worker that dies is marked ``FAIL`` by the next worker that looks. The TPE sampler's
+    ``constant_liar`` (Optuna's default) keeps concurrent workers from sampling beside each other's running
+    trials.
+    """
     import optuna
 
     from tasks.study_storage import open_storage
 
     return optuna.create_study(
         study_name=name,
-        storage=open_storage(storage) if storage else None,
+        storage=open_storage(storage, heartbeat=True) if storage else None,
         direction="maximize",
         load_if_exists=True,
         sampler=optuna.samplers.TPESampler(seed=seed, n_startup_trials=5),
@@ -275,6 +321,78 @@ def _json_safe(row: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _state_counts(study: optuna.Study) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for trial in study.get_trials(deepcopy=False):
+        counts[trial.state.name] = counts.get(trial.state.name, 0) + 1
+    return counts
+
+
+def finished_trials(study: optuna.Study) -> int:
+    """Complete and pruned trials in the study (what the budget counts)."""
+    counts = _state_counts(study)
+    return sum(counts.get(state, 0) for state in FINISHED_STATES)
+
+
+def wait_for_room(
+    study: optuna.Study, target: int, *, deadline: float | None = None, poll_s: float = POLL_S
+) -> bool:
+    """Whether this worker should start another trial of ``study``, waiting while others may fill the budget.
+
+    ``False`` once the study holds ``target`` finished trials (or at ``deadline``, a ``time.monotonic()``
+    value); ``True`` when the finished trials and those still running or queued leave room, or a queued
+    trial waits to be run. Meanwhile, the trials of dead workers (no heartbeat for the grace period) are
+    marked ``FAIL``, which frees their slots: so a worker waits for the others' last trials instead of
+    leaving, and runs a replacement when one of them is killed.
+    """
+    import warnings
+
+    import optuna
+
+    while True:
+        with warnings.catch_warnings():  # fail_stale_trials is "experimental" since Optuna 2.9
+            warnings.simplefilter("ignore", category=optuna.exceptions.ExperimentalWarning)
+            optuna.storages.fail_stale_trials(study)
+        counts = _state_counts(study)
+        finished = sum(counts.get(state, 0) for state in FINISHED_STATES)
+        if finished >= target:
+            return False
+        if counts.get("WAITING", 0) or finished + counts.get("RUNNING", 0) < target:
+            return True
+        if deadline is not None and time.monotonic() >= deadline:
+            return False
+        time.sleep(poll_s)
+
+
+def _has_slot(study: optuna.Study, number: int, target: int) -> bool:
+    """Whether trial ``number`` is within the budget: fewer than ``target`` live trials numbered before it.
+
+    Trial numbers are given under a lock on the study row, in creation order, and a trial that ends finished
+    was never failed; so every finished trial had all the earlier finished ones counted here when it started,
+    and no more than ``target`` trials ever finish, however many workers raced for the last slots.
+    """
+    live = FINISHED_STATES + _PENDING_STATES
+    ahead = sum(1 for t in study.get_trials(deepcopy=False) if t.number < number and t.state.name in live)
+    return ahead < target
+
+
+class _BudgetMet(Exception):
+    """A trial started after other workers' trials had filled the budget (it runs nothing)."""
+
+
+class _QuietBudgetMet(logging.Filter):
+    """Drop Optuna's "trial failed" warning (with its traceback) for a trial that only found no slot."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.exc_info and isinstance(record.exc_info[1], _BudgetMet))
+
+
+def study_budget(study: optuna.Study) -> int | None:
+    """The finished trials ``study`` should hold, as recorded by the run that asked for them."""
+    value = study.user_attrs.get(BUDGET_ATTR)
+    return int(value) if isinstance(value, int | float) else None
+
+
 def best_known_params(study: optuna.Study) -> dict[str, Any] | None:
     """The best completed trial's params, or ``None`` when the study has none."""
     complete = [t for t in study.trials if t.state.name == "COMPLETE" and t.value is not None]
@@ -290,7 +408,7 @@ def tune(
     *,
     study: str,
     storage: str | None,
-    n_trials: int,
+    n_trials: int | None,
     extra_trials: int = 0,
     timeout_s: float | None = None,
     seed: int = 0,
@@ -299,6 +417,9 @@ def tune(
     train_fn: Callable[..., TrainedModel] | None = None,
     train_space: Mapping[str, Sequence[Any]] | None = None,
     progress: Callable[[TuneProgress], None] | None = None,
+    worker: int = 0,
+    source: Mapping[str, Any] | None = None,
+    poll_s: float = POLL_S,
 ) -> TuneResult:
     """Tune ``base_config.model`` on the validation part.
 
@@ -314,10 +435,12 @@ def tune(
         base_config: Training settings; ``metric`` is the objective.
         study: Study name (see :func:`study_name`).
         storage: SQLAlchemy URL of the study storage (``None``: in memory, gone after the call).
-        n_trials: Finished trials the study should hold; only the missing ones run.
+        n_trials: Finished trials the study should hold; only the missing ones run, by this call and any
+            other worker of the study together. Recorded in the study (:data:`BUDGET_ATTR`); ``None``: the
+            budget recorded there (a worker joining a running study).
         extra_trials: Trials to run on top of that.
         timeout_s: Wall-time budget of this call, in seconds.
-        seed: TPE sampler seed.
+        seed: The study's sampler seed; this worker's is :func:`worker_seed` of it.
         warm_start: Hyperparameters to try first (enqueued unless the study already tried them).
         callbacks: Optuna callbacks run after each trial, a failed one included: a trial that raised is given
             to them (state ``FAIL``, the error in its user attribute ``fail_reason``) before the error
@@ -328,11 +451,22 @@ def tune(
             "hard"], "sampler_pool_size": [16, 32, 64]}``.
         progress: Called with a :class:`TuneProgress` after every validation of a trial and when each trial
             ends (complete, pruned or failed), for progress bars and logs.
+        worker: This worker's number among the study's workers (0: the run that created it).
+        source: What another worker needs to rebuild the data (the data and split settings, as JSON);
+            recorded in the study with ``base_config``, ``train_space`` and ``seed``
+            (:data:`OBJECTIVE_ATTR`), so that ``gnnrec tune-worker --study NAME`` can join it.
+        poll_s: Seconds between looks at the storage while other workers' trials fill the budget.
 
     Returns:
-        The best parameters and value, and how many trials ran.
+        The best parameters and value (read from the storage: the study's best, whichever worker found it),
+        and how many trials ran.
+
+    Raises:
+        ValueError: ``n_trials`` is ``None`` and the study records no budget.
     """
     import optuna
+    from optuna.study import MaxTrialsCallback
+    from optuna.trial import TrialState
 
     from models import get_model
 
@@ -345,10 +479,29 @@ def tune(
     started = time.perf_counter()
     model_cls = get_model(base_config.model)
     metric = base_config.metric
-    optuna_study = open_study(study, storage, seed)
-    finished = [t for t in optuna_study.trials if t.state.name in FINISHED_STATES]
-    to_run = max(0, n_trials - len(finished)) + extra_trials
+    optuna_study = open_study(study, storage, worker_seed(seed, worker))
     space = check_train_space(train_space or {})
+    finished_before = finished_trials(optuna_study)
+    if n_trials is None:
+        recorded = study_budget(optuna_study)
+        if recorded is None:
+            raise ValueError(f"the study {study} records no trial budget: give the number of trials")
+        target = recorded + extra_trials
+    else:
+        target = max(n_trials, finished_before) + extra_trials
+    if n_trials is not None or extra_trials:
+        optuna_study.set_user_attr(BUDGET_ATTR, target)
+    if source is not None:
+        optuna_study.set_user_attr(
+            OBJECTIVE_ATTR,
+            {
+                "source": dict(source),
+                "train": base_config.model_dump(mode="json", exclude={"progress"}),
+                "train_space": space,
+                "seed": seed,
+            },
+        )
+    to_run = max(0, target - finished_before)
     space_names = _space_names(model_cls) | {TRAIN_PREFIX + name for name in space}
     warm = False
     if warm_start and to_run > 0:
@@ -382,6 +535,10 @@ def tune(
     raised: list[int] = []  # numbers of the trials whose objective raised (Optuna gives them to no callback)
 
     def objective(trial: optuna.Trial) -> float:
+        if not _has_slot(optuna_study, trial.number, target):  # another worker took the last slot first
+            trial.set_user_attr(SURPLUS_ATTR, True)
+            trial.set_user_attr(FAIL_REASON_ATTR, "the budget was met by other workers' trials; nothing ran")
+            raise _BudgetMet(f"trial {trial.number}: the study's {target} trials are taken")
         try:
             return run_trial(trial)
         except optuna.TrialPruned:
@@ -434,6 +591,8 @@ def tune(
 
     def on_trial_end(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
         tally.done += 1
+        if trial.state.name in FINISHED_STATES:
+            tally.finished += 1
         value = trial.value
         if value is None and trial.intermediate_values:
             value = trial.intermediate_values[max(trial.intermediate_values)]
@@ -441,17 +600,39 @@ def tune(
             tally.best = trial.value if tally.best is None else max(tally.best, trial.value)
         report("trial", trial.number, epoch=tally.epoch, value=value, state=trial.state.name)
 
-    if to_run > 0:
+    deadline = None if timeout_s is None else time.monotonic() + timeout_s
+
+    def room_left(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        if not wait_for_room(study, target, deadline=deadline, poll_s=poll_s):
+            study.stop()
+
+    def skipping_surplus(
+        callback: Callable[[optuna.Study, optuna.trial.FrozenTrial], None],
+    ) -> Callable[[optuna.Study, optuna.trial.FrozenTrial], None]:
+        def call(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+            if not trial.user_attrs.get(SURPLUS_ATTR):
+                callback(study, trial)
+
+        return call
+
+    if to_run > 0 and wait_for_room(optuna_study, target, deadline=deadline, poll_s=poll_s):
         optuna_logger = logging.getLogger("optuna")
         level = optuna_logger.level
         optuna_logger.setLevel(logging.WARNING)
+        quiet = _QuietBudgetMet()
+        optimize_logger = logging.getLogger("optuna.study._optimize")
+        optimize_logger.addFilter(quiet)
         try:
             optuna_study.optimize(
                 objective,
-                n_trials=to_run,
                 timeout=timeout_s,
-                callbacks=[on_trial_end, *callbacks],
-                catch=(),
+                callbacks=[
+                    *(skipping_surplus(c) for c in (on_trial_end, *callbacks)),
+                    # The budget is counted in the storage after every trial, every worker's included.
+                    MaxTrialsCallback(target, states=tuple(TrialState[s] for s in FINISHED_STATES)),
+                    room_left,
+                ],
+                catch=(_BudgetMet,),
                 gc_after_trial=False,
             )
         except Exception:
@@ -460,6 +641,7 @@ def tune(
             _run_callbacks_on_raised(optuna_study, raised, callbacks)
             raise
         finally:
+            optimize_logger.removeFilter(quiet)
             optuna_logger.setLevel(level)
 
     trials = optuna_study.trials
@@ -477,7 +659,7 @@ def tune(
         best_value=float(best.value) if best is not None and best.value is not None else math.nan,
         best_trial=best.number if best is not None else -1,
         n_trials=sum(t.state.name in FINISHED_STATES for t in trials),
-        n_new_trials=sum(t.state.name in FINISHED_STATES for t in trials) - len(finished),
+        n_new_trials=tally.finished,
         n_pruned=sum(t.state.name == "PRUNED" for t in trials),
         seconds=time.perf_counter() - started,
         warm_started=warm,
