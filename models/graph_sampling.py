@@ -587,11 +587,20 @@ def random_walk_neighbors(
         visited = torch.stack(visits, 1)  # [walks, walk_length]
         walk_rows = rows[:, None].expand_as(visited)
         keep = (visited >= 0) & (visited != source[:, None])
-        keys, counts = torch.unique(walk_rows[keep] * num_items + visited[keep], return_counts=True)
+        # The two sorts below are most of a refresh; 32-bit keys sort about twice as fast as 64-bit ones.
+        small = chunk.numel() * num_items < 2**31
+        key_dtype = torch.int32 if small else torch.long
+        keys, counts = torch.unique(
+            (walk_rows[keep] * num_items + visited[keep]).to(key_dtype), return_counts=True
+        )
+        keys = keys.long()
         key_row, key_item = keys // num_items, keys % num_items
         # Most visited first within each row; unique's order (item ascending) breaks ties (stable sort).
         most = int(counts.max()) if counts.numel() else 0
-        by_row = torch.sort(key_row * (most + 1) + (most - counts), stable=True).indices
+        order_key = key_row * (most + 1) + (most - counts)
+        if chunk.numel() * (most + 1) < 2**31:
+            order_key = order_key.to(torch.int32)
+        by_row = torch.sort(order_key, stable=True).indices
         key_row, key_item, counts = key_row[by_row], key_item[by_row], counts[by_row]
         rank = _segment_arange(torch.bincount(key_row, minlength=chunk.numel()))
         top = rank < num_neighbors
