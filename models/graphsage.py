@@ -216,6 +216,7 @@ class GraphSAGE(Recommender):
         self.input.reset_parameters(self.init_std)
         nn.init.zeros_(self.unknown_user)
         for conv in self.convs:
+            assert isinstance(conv, SAGEConv)
             conv.reset_parameters()
 
     @classmethod
