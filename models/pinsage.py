@@ -24,9 +24,10 @@ https://arxiv.org/abs/1806.01973.
   full graph a positive's walks pass through the very user being scored (a Last.fm artist has about five
   listeners, so that user's other items fill much of its neighbourhood) and the context items' walks reach
   the positive through that user: the model learns to match a positive by that overlap, which a held-out
-  item (not in the graph) never offers. With the shortcut, PinSage's best epoch for new users was its first
-  (``benchmarks/RESULTS.md``). DGL's PinSage example removes a batch's query-positive edges from its
-  sampled item graph for the same reason. Evaluation uses the epoch's neighbourhoods on the whole graph.
+  item (not in the graph) never offers. On Last.fm (RecBole-GNN protocol, same recipe) test NDCG@10 rose
+  from 0.117 to 0.166 with the exclusion (``benchmarks/RESULTS.md``). DGL's PinSage example removes a
+  batch's query-positive edges from its sampled item graph for the same reason. It costs one walk refresh
+  per batch; evaluation uses the epoch's neighbourhoods on the whole graph.
 * **Loss**: the max-margin loss of the paper, ``max(0, s_neg - s_pos + margin)`` (``margin > 0``), or the
   trainer's loss (BPR) with ``margin = 0``.
 * **Hard negatives and curriculum**: items at visit-count ranks ``[hard_rank_low, hard_rank_high)`` of the
