@@ -160,6 +160,29 @@ class BipartiteCSR:
         )
         return BipartiteCSR(num_users, num_items, user_to_item, item_to_user, joint)
 
+    def without_edges(self, users: Tensor, items: Tensor) -> BipartiteCSR:
+        """The graph with the given (user, item) pairs removed (pairs not in the graph are ignored).
+
+        Message passing on the training graph reads the very edges a batch is trained to predict unless
+        they are taken out (DGL's PinSage example removes a batch's query-positive edges from its item
+        graph; PyG's ``RandomLinkSplit`` keeps supervision edges out of the message edges). Vectorised,
+        ``O(E log E)``.
+
+        Args:
+            users: User ids, long ``[X]``.
+            items: Item ids (not offset), long ``[X]``.
+
+        Returns:
+            A new graph on the same device; this one is unchanged.
+        """
+        csr = self.user_to_item
+        owner = torch.repeat_interleave(torch.arange(self.num_users, device=self.device), csr.degree())
+        keys = owner * self.num_items + csr.indices
+        drop = torch.isin(keys, users.to(self.device).long() * self.num_items + items.to(self.device).long())
+        return BipartiteCSR.from_edge_index(
+            torch.stack([owner[~drop], csr.indices[~drop]]), self.num_users, self.num_items
+        )
+
     def joint_edge_index(self) -> Tensor:
         """The whole joint graph as PyG's ``edge_index``, for full-graph (layer-wise) inference.
 
@@ -564,11 +587,20 @@ def random_walk_neighbors(
         visited = torch.stack(visits, 1)  # [walks, walk_length]
         walk_rows = rows[:, None].expand_as(visited)
         keep = (visited >= 0) & (visited != source[:, None])
-        keys, counts = torch.unique(walk_rows[keep] * num_items + visited[keep], return_counts=True)
+        # The two sorts below are most of a refresh; 32-bit keys sort about twice as fast as 64-bit ones.
+        small = chunk.numel() * num_items < 2**31
+        key_dtype = torch.int32 if small else torch.long
+        keys, counts = torch.unique(
+            (walk_rows[keep] * num_items + visited[keep]).to(key_dtype), return_counts=True
+        )
+        keys = keys.long()
         key_row, key_item = keys // num_items, keys % num_items
         # Most visited first within each row; unique's order (item ascending) breaks ties (stable sort).
         most = int(counts.max()) if counts.numel() else 0
-        by_row = torch.sort(key_row * (most + 1) + (most - counts), stable=True).indices
+        order_key = key_row * (most + 1) + (most - counts)
+        if chunk.numel() * (most + 1) < 2**31:
+            order_key = order_key.to(torch.int32)
+        by_row = torch.sort(order_key, stable=True).indices
         key_row, key_item, counts = key_row[by_row], key_item[by_row], counts[by_row]
         rank = _segment_arange(torch.bincount(key_row, minlength=chunk.numel()))
         top = rank < num_neighbors

@@ -7,8 +7,8 @@ W_r h_v`` with the **mean** aggregator (``aggr="mean"``) or the **pooling** aggr
 joint graph (users ``0..U-1``, items ``U..U+I-1``) and share the layers, as in the paper's homogeneous
 setting.
 
-* **Input**: a learned id embedding per node, plus a linear projection of ``Graphs.user_features`` /
-  ``item_features`` when the data has them.
+* **Input**: the shared :class:`models.layered.FeatureInput` (as GCN and GAT): a learned id embedding per
+  node, plus a linear projection of ``Graphs.user_features`` / ``item_features`` when the data has them.
 * **Training** (the paper's minibatch algorithm): for a batch of (user, positive, negatives) the computation
   graph around those nodes is sampled with :func:`models.graph_sampling.sample_neighbors` (per-layer
   fan-outs, uniform without replacement, drawn from the run's seeded generator), with the batch's own
@@ -35,6 +35,7 @@ from torch_geometric.nn import SAGEConv
 
 from models.base import History, Recommender, ScoreFn, Trial, register_model
 from models.graph_sampling import BipartiteCSR, SampledSubgraph, sample_neighbors
+from models.layered import FeatureInput
 from models.losses import LossName, batch_l2, ranking_loss
 
 if TYPE_CHECKING:
@@ -151,8 +152,6 @@ class GraphSAGE(Recommender):
         "inductive: the same SAGE layers embed the user from its history items on the training graph, its "
         "own layer-0 input being a learned unknown-user vector (trained by user-id dropout) plus its features"
     )
-    user_features: Tensor | None
-    item_features: Tensor | None
 
     def __init__(
         self,
@@ -186,17 +185,8 @@ class GraphSAGE(Recommender):
         self.init_std = init_std
         self.inference_chunk = inference_chunk
         self.graph = GraphBuffers(ui_edge_index, num_users, num_items)
-        self.user_embedding = nn.Embedding(num_users, embedding_dim)
-        self.item_embedding = nn.Embedding(num_items, embedding_dim)
+        self.input = FeatureInput(num_users, num_items, embedding_dim, user_features, item_features)
         self.unknown_user = nn.Parameter(torch.zeros(embedding_dim))
-        self.register_buffer("user_features", _features(user_features, num_users), persistent=False)
-        self.register_buffer("item_features", _features(item_features, num_items), persistent=False)
-        self.user_proj = (
-            None if self.user_features is None else nn.Linear(self.user_features.shape[1], embedding_dim)
-        )
-        self.item_proj = (
-            None if self.item_features is None else nn.Linear(self.item_features.shape[1], embedding_dim)
-        )
         self.convs = nn.ModuleList(
             SAGEConv(
                 embedding_dim,
@@ -222,13 +212,12 @@ class GraphSAGE(Recommender):
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        """Normal id embeddings, a zero unknown-user vector, PyG's initialisation of the layers."""
-        nn.init.normal_(self.user_embedding.weight, std=self.init_std)
-        nn.init.normal_(self.item_embedding.weight, std=self.init_std)
+        """Normal ids and feature projections, a zero unknown-user vector, PyG's init of the layers."""
+        self.input.reset_parameters(self.init_std)
         nn.init.zeros_(self.unknown_user)
-        for module in (self.user_proj, self.item_proj, *self.convs):
-            if module is not None:
-                module.reset_parameters()
+        for conv in self.convs:
+            assert isinstance(conv, SAGEConv)
+            conv.reset_parameters()
 
     @classmethod
     def from_graphs(cls, graphs: Graphs, **hparams: Any) -> GraphSAGE:
@@ -283,18 +272,12 @@ class GraphSAGE(Recommender):
         Shapes:
             nodes ``[n]`` -> ``[n, d]``.
         """
-        u = self.num_users
-        is_user = (nodes < u).unsqueeze(1)
-        user_rows = nodes.clamp(max=u - 1)
-        item_rows = (nodes - u).clamp(min=0)
-        x = torch.where(is_user, self.user_embedding(user_rows), self.item_embedding(item_rows))
+        x = self.input.nodes(nodes)
         if drop_user_ids and self.user_id_dropout > 0:
+            # The id part only: a dropped user keeps its projected features, as a new user has them.
             draw = torch.rand(nodes.numel(), generator=self._generator, device=nodes.device)
-            x = torch.where(is_user & (draw < self.user_id_dropout).unsqueeze(1), self.unknown_user, x)
-        if self.user_proj is not None and self.user_features is not None:
-            x = x + torch.where(is_user, self.user_proj(self.user_features[user_rows]), 0.0)
-        if self.item_proj is not None and self.item_features is not None:
-            x = x + torch.where(is_user, 0.0, self.item_proj(self.item_features[item_rows]))
+            dropped = ((nodes < self.num_users) & (draw < self.user_id_dropout)).nonzero().squeeze(1)
+            x = x.index_add(0, dropped, self.unknown_user - self.input.user_embedding(nodes[dropped]))
         return x
 
     def _between_layers(self, x: Tensor) -> Tensor:
@@ -394,7 +377,7 @@ class GraphSAGE(Recommender):
         value = ranking_loss(scores[:, 0], scores[:, 1:], loss=loss, temperature=temperature)
         if self.reg_weight > 0:
             value = value + self.reg_weight * batch_l2(
-                self.user_embedding(users), self.item_embedding(items), batch_size=b
+                self.input.user_embedding(users), self.input.item_embedding(items), batch_size=b
             )
         return value
 
@@ -443,8 +426,8 @@ class GraphSAGE(Recommender):
         history = history.to(device)
         b = len(history)
         x = self.unknown_user.expand(b, -1)
-        if self.user_proj is not None and history.user_features is not None:
-            x = x + self.user_proj(history.user_features.to(x.dtype))
+        if self.input.user_projection is not None and history.user_features is not None:
+            x = x + self.input.user_projection(history.user_features.to(x.dtype))
         edge_index = torch.stack([torch.arange(history.items.numel(), device=device), history.rows])
         sources = history.items + self.num_users
         for layer, conv in enumerate(self.convs):
@@ -461,12 +444,3 @@ class GraphSAGE(Recommender):
         """
         final = self._layers()[-1]
         return self.embed_history(history) @ final[self.num_users :].T
-
-
-def _features(features: Tensor | None, rows: int) -> Tensor | None:
-    """Float features with one row per node, or ``None`` for none (or zero columns)."""
-    if features is None or features.ndim != 2 or features.shape[1] == 0:
-        return None
-    if features.shape[0] != rows:
-        raise ValueError(f"features have {features.shape[0]} rows, expected {rows}")
-    return features.float()

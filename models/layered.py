@@ -50,17 +50,12 @@ class FeatureInput(nn.Module):
         item_features: Tensor | None = None,
     ) -> None:
         super().__init__()
+        self.num_users = num_users
         self.user_embedding = nn.Embedding(num_users, embedding_dim)
         self.item_embedding = nn.Embedding(num_items, embedding_dim)
         for side, feats, rows in (("user", user_features, num_users), ("item", item_features, num_items)):
-            if feats is not None and feats.shape[1] == 0:
-                feats = None
-            if feats is not None and feats.shape[0] != rows:
-                raise ValueError(f"{side}_features has {feats.shape[0]} rows, expected {rows} ({side}s)")
             # Features are data: they move with the model but stay out of checkpoints.
-            self.register_buffer(
-                f"{side}_features", None if feats is None else feats.float(), persistent=False
-            )
+            self.register_buffer(f"{side}_features", feature_matrix(feats, rows, side), persistent=False)
         self.user_projection = (
             None
             if self.user_features is None
@@ -93,6 +88,41 @@ class FeatureInput(nn.Module):
         if self.item_projection is not None and self.item_features is not None:
             items = items + self.item_projection(self.item_features)
         return torch.cat([users, items])
+
+    def nodes(self, nodes: Tensor) -> Tensor:
+        """The rows of :meth:`forward` for some joint ids, computing only those (mini-batch models).
+
+        Args:
+            nodes: Joint ids (users ``< U``, items ``U + i``).
+
+        Shapes:
+            nodes ``[n]`` -> ``[n, d]``.
+        """
+        # Users and items are looked up (and projected) apart: each row is computed once, not on both sides
+        # of a ``where`` (the item projection over every row was a third of a GraphSAGE batch on Last.fm).
+        is_user = nodes < self.num_users
+        at_users, at_items = is_user.nonzero().squeeze(1), (~is_user).nonzero().squeeze(1)
+        users, items = nodes[at_users], nodes[at_items] - self.num_users
+        user_x, item_x = self.user_embedding(users), self.item_embedding(items)
+        if self.user_projection is not None and self.user_features is not None:
+            user_x = user_x + self.user_projection(self.user_features[users])
+        if self.item_projection is not None and self.item_features is not None:
+            item_x = item_x + self.item_projection(self.item_features[items])
+        x = user_x.new_empty(nodes.numel(), user_x.shape[1])
+        return x.index_copy(0, at_users, user_x).index_copy(0, at_items, item_x)
+
+
+def feature_matrix(features: Tensor | None, rows: int, side: str) -> Tensor | None:
+    """Float features with one row per node, or ``None`` when there are none (or zero columns).
+
+    Raises:
+        ValueError: when the row count is not ``rows``.
+    """
+    if features is None or features.ndim != 2 or features.shape[1] == 0:
+        return None
+    if features.shape[0] != rows:
+        raise ValueError(f"{side}_features has {features.shape[0]} rows, expected {rows} ({side}s)")
+    return features.float()
 
 
 def combine_layers(outputs: list[Tensor], combine: str) -> Tensor:

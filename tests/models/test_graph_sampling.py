@@ -242,6 +242,18 @@ def test_graph_without_edges() -> None:
     assert neighbors.tolist() == [[-1, -1]] * 3 and weights.tolist() == [[0.0, 0.0]] * 3
 
 
+def test_without_edges_drops_exactly_the_given_pairs_in_every_direction() -> None:
+    pairs = torch.tensor([[0, 0, 1, 1, 2], [0, 2, 0, 1, 2]])
+    graph = BipartiteCSR.from_edge_index(pairs, 3, 3)
+    # (1, 0) is dropped, (2, 0) is not an edge (ignored).
+    reduced = graph.without_edges(torch.tensor([1, 2]), torch.tensor([0, 0]))
+    expected = BipartiteCSR.from_edge_index(torch.tensor([[0, 0, 1, 2], [0, 2, 1, 2]]), 3, 3)
+    for name in ("user_to_item", "item_to_user", "joint"):
+        got, want = getattr(reduced, name), getattr(expected, name)
+        assert torch.equal(got.indptr, want.indptr) and torch.equal(got.indices, want.indices), name
+    assert graph.user_to_item.nnz == 5  # the original is unchanged
+
+
 # -- random walks -----------------------------------------------------------------------------------------
 
 

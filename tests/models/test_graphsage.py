@@ -144,7 +144,7 @@ def test_history_of_own_items_reproduces_the_trained_score_when_the_user_is_the_
     user = 7
     with torch.no_grad():
         model.unknown_user.normal_()
-        model.user_embedding.weight[user] = model.unknown_user
+        model.input.user_embedding.weight[user] = model.unknown_user
     csr = graphs.user_item_csr()
     items = csr.col_indices()[csr.crow_indices()[user] : csr.crow_indices()[user + 1]].tolist()
     with model.inference():

@@ -220,3 +220,45 @@ def test_pooling_operator_follows_restored_neighbourhoods(data, trained):
     assert not torch.equal(model.pooling_operator()[0].to_dense(), before)
     model.load_state_dict(state)
     assert torch.equal(model.pooling_operator()[0].to_dense(), before)
+
+
+def _shortcut_graph(edges):
+    """Users 0-1, items 0-2: item 0's only listener is user 0, who also has item 1; user 1 has items 1, 2."""
+    return PinSage(
+        num_users=2,
+        num_items=3,
+        ui_edge_index=torch.tensor(edges).T,
+        embedding_dim=4,
+        num_layers=1,
+        num_neighbors=2,
+        num_walks=64,
+        walk_length=1,
+        max_hard_negatives=0,
+        user_sample=20,
+    )
+
+
+def test_a_batch_positive_is_not_reached_through_the_user_being_trained():
+    model = _shortcut_graph([(0, 0), (0, 1), (1, 1), (1, 2)])
+    # On the whole graph item 0's walks go 0 -> user 0 -> item 1 and item 1's reach item 0 the same way:
+    # the "shortcut" from the positive to the user's other items, which no held-out item has.
+    assert 1 in model.neighbors[0].tolist() and 0 in model.neighbors[1].tolist()
+    gen = torch.Generator().manual_seed(0)
+    neighbors, weights = model.batch_neighborhoods(torch.tensor([0]), torch.tensor([0]), gen)
+    assert neighbors[0].tolist() == [-1, -1] and weights[0].tolist() == [0.0, 0.0]
+    assert 0 not in neighbors.flatten().tolist()  # item 0 is reachable only through (user 0, item 0)
+    assert neighbors[1].tolist() == [2, -1] and neighbors[2].tolist() == [1, -1]
+
+
+@pytest.mark.parametrize("exclude", [True, False])
+def test_training_loss_is_the_loss_on_the_graph_without_the_batch_edge(exclude):
+    full = _shortcut_graph([(0, 0), (0, 1), (1, 1), (1, 2)])
+    full.exclude_target_edges = exclude
+    without = _shortcut_graph([(0, 1), (1, 1), (1, 2)])  # the graph with (user 0, item 0) removed
+    without.load_state_dict(full.state_dict())  # the same weights; its walks are redrawn below
+    users, pos, neg = torch.tensor([0]), torch.tensor([0]), torch.tensor([[2]])
+    full.on_epoch_start(1, torch.Generator().manual_seed(1))
+    without.on_epoch_start(1, torch.Generator().manual_seed(1))
+    same = torch.allclose(full.loss(users, pos, neg), without.loss(users, pos, neg))
+    # Excluding the batch's edge trains exactly as if it were absent; the old walks give another loss.
+    assert same is exclude
