@@ -488,6 +488,57 @@ def probe_sqlite_store(uri: str) -> None:
         ) from None
 
 
+#: Seconds a database server (the MLflow store) gets to accept the probe's connection.
+DATABASE_CONNECT_TIMEOUT_S = 5
+
+
+def probe_database_store(uri: str, what: str = "MLflow tracking store") -> None:
+    """Check that a database server store (``postgresql+psycopg2://...``) accepts a connection.
+
+    MLflow retries an engine that cannot connect ten times with backoff (minutes) before it says why; one
+    connection with a short timeout here names the cause (no server, no such database, refused login) at
+    once. SQLite files and tracking servers are probed elsewhere; nothing is created.
+
+    Raises:
+        InfrastructureError: The server does not answer or refuses the connection; the URL is malformed.
+    """
+    scheme = uri.partition("://")[0].partition("+")[0].lower() if "://" in uri else ""
+    if scheme in ("", "sqlite", "http", "https", "file"):
+        return
+    import sqlalchemy
+    from sqlalchemy.exc import ArgumentError, NoSuchModuleError, SQLAlchemyError
+
+    shown = uri
+    try:
+        url = sqlalchemy.make_url(uri)
+        shown = url.render_as_string(hide_password=True)
+        args = {"connect_timeout": DATABASE_CONNECT_TIMEOUT_S} if scheme in ("postgresql", "mysql") else {}
+        engine = sqlalchemy.create_engine(url, connect_args=args, poolclass=sqlalchemy.pool.NullPool)
+        try:
+            with engine.connect() as connection:
+                connection.execute(sqlalchemy.text("SELECT 1"))
+        finally:
+            engine.dispose()
+    except (ArgumentError, NoSuchModuleError, ValueError) as err:
+        raise InfrastructureError(f"The {what} URL {shown} cannot be used: {_one_line(err)}.") from None
+    except ImportError as err:
+        raise InfrastructureError(
+            f"The {what} {shown} needs a database driver that is not installed ({err}); gnnrec ships "
+            "psycopg2 for postgresql+psycopg2:// URLs."
+        ) from None
+    except SQLAlchemyError as err:
+        cause = _one_line(getattr(err, "orig", None) or err).removesuffix(".")
+        database = uri.rpartition("/")[2].partition("?")[0]
+        hint = (
+            f"Create it (createdb -h HOST -U USER {database}; `gnnrec stack up` creates its own) or fix "
+            if "does not exist" in cause
+            else "Start the database server, or fix "
+        )
+        raise InfrastructureError(
+            f"The {what} {shown} cannot be reached ({cause}). {hint}tracking_uri in mlflow.yml."
+        ) from None
+
+
 @contextmanager
 def store_lock(settings: MlflowSettings) -> Iterator[None]:
     """Hold an exclusive file lock beside the local SQLite stores while their schemas are created.
@@ -536,7 +587,7 @@ def load_settings(mlflow_config: Path | None) -> MlflowSettings:
         fail(f"The MLflow settings are invalid: {describe_validation_error(err)}", EXIT_INFRASTRUCTURE)
     except (yaml.YAMLError, ValueError, OSError) as err:
         fail(f"Cannot use the MLflow settings: {_one_line(err)}", EXIT_INFRASTRUCTURE)
-    for uri in (settings.tracking_uri, settings.artifact_location, settings.study_storage):
+    for uri in (settings.tracking_uri, settings.artifact_location or "", settings.study_storage):
         local = uri.partition(":///")[2] if ":///" in uri else uri.removeprefix("file://")
         if local and "://" not in local:
             _STORE_ROOTS.append(Path(local).expanduser().resolve().parent)
@@ -548,6 +599,7 @@ def load_settings(mlflow_config: Path | None) -> MlflowSettings:
         with store_lock(settings):
             for uri in (settings.tracking_uri, settings.study_storage):
                 probe_sqlite_store(uri)
+            probe_database_store(settings.tracking_uri)
             configure_mlflow(settings)
             if settings.study_storage.startswith("sqlite"):
                 from tasks.study_storage import open_storage
