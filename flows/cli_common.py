@@ -343,6 +343,36 @@ def _one_line(text: object) -> str:
     return " ".join(str(text).split())
 
 
+#: What urllib3 says (inside MLflow's message) when a tracking server cannot be reached, and its short form.
+_CONNECTION_FAILURES = {
+    "Connection refused": "connection refused",
+    "Connection reset": "connection reset",
+    "Connection aborted": "connection aborted",
+    "Read timed out": "no answer in time",
+    "timed out": "no answer in time",
+    "Max retries exceeded": "no answer",
+}
+
+
+def _server_gone(message: str) -> str | None:
+    """The message for a tracking server that stopped answering, from MLflow's HTTP failure; else ``None``."""
+    import re
+
+    found = re.search(r"API request to (https?://[^/\s]+)", message)
+    if found is None:
+        return None
+    reason = next((short for key, short in _CONNECTION_FAILURES.items() if key in message), None)
+    if reason is None:
+        return None
+    return (
+        f"The MLflow tracking server at {found.group(1)} stopped answering during the run ({reason}). "
+        "What it "
+        "recorded before stays in its store; runs left open are closed (KILLED) when the next run reaches "
+        "it. Start the server again (or point tracking_uri in mlflow.yml at one that runs) and run the "
+        "command again: finished Optuna trials are kept in the study storage and reused."
+    )
+
+
 def infrastructure_message(exc: BaseException) -> str | None:
     """The one-paragraph message of an infrastructure failure, or ``None`` when ``exc`` is not one.
 
@@ -358,7 +388,10 @@ def infrastructure_message(exc: BaseException) -> str | None:
         from mlflow.exceptions import MlflowException
 
         if isinstance(exc, MlflowException):
-            return f"The MLflow tracking store failed: {_one_line(exc.message)[:600]}"
+            return (
+                _server_gone(exc.message)
+                or f"The MLflow tracking store failed: {_one_line(exc.message)[:600]}"
+            )
     if "sqlalchemy" in sys.modules:
         from sqlalchemy.exc import SQLAlchemyError
 
