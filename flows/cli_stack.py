@@ -39,7 +39,7 @@ app = typer.Typer(
 
 #: The repository root: ``prefect deploy`` reads ``prefect.yaml`` there and records it as the runs' folder.
 ROOT = Path(__file__).resolve().parents[1]
-#: The work pool of ``prefect.yaml``'s deployments.
+#: The work pool of ``prefect.yaml``'s deployments (``prefect deploy --all`` ignores ``--pool``).
 DEFAULT_POOL = "gnnrec-local"
 STATE_FILE = "stack.json"
 
@@ -128,7 +128,6 @@ def up(
     ] = "127.0.0.1",
     prefect_port: Annotated[int, typer.Option(help="Prefect server port.", min=1, max=65535)] = 4200,
     mlflow_port: Annotated[int, typer.Option(help="MLflow tracking server port.", min=1, max=65535)] = 5000,
-    pool: Annotated[str, typer.Option(help="Process work pool the deployments run on.")] = DEFAULT_POOL,
     deploy: Annotated[
         bool,
         typer.Option("--deploy/--no-deploy", help="Create the work pool and deploy prefect.yaml's flows."),
@@ -148,6 +147,8 @@ def up(
     """
     from flows.cli_serve import port_free
     from flows.deploy import wait_for_http
+
+    pool = DEFAULT_POOL
 
     for name, port in (("--prefect-port", prefect_port), ("--mlflow-port", mlflow_port)):
         if not port_free(host, port):
@@ -246,7 +247,7 @@ def up(
                 )
         if deploy:
             prefect("work-pool", "create", pool, "--type", "process", "--overwrite")
-            prefect("--no-prompt", "deploy", "--all", "--pool", pool)
+            prefect("--no-prompt", "deploy", "--all")  # prefect.yaml names the pool
         if worker:
             start("prefect-worker", [str(bin_dir / "prefect"), "worker", "start", "--pool", pool])
         if created:
