@@ -245,8 +245,9 @@ def up(
                     f"the {what} did not answer within {startup_timeout:g} s (--startup-timeout); its log is "
                     f"in {state}"
                 )
-        if deploy:
+        if deploy or worker:
             prefect("work-pool", "create", pool, "--type", "process", "--overwrite")
+        if deploy:
             prefect("--no-prompt", "deploy", "--all")  # prefect.yaml names the pool
         if worker:
             start("prefect-worker", [str(bin_dir / "prefect"), "worker", "start", "--pool", pool])

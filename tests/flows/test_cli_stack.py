@@ -35,6 +35,14 @@ def listening(port: int) -> bool:
         return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
+def post(port: int, path: str) -> list:
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}/api/{path}", data=b"{}", headers={"Content-Type": "application/json"}
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310 (loopback)
+        return json.load(response)
+
+
 def databases(admin: str) -> set[str]:
     import psycopg2
 
@@ -115,16 +123,15 @@ def test_stack_up_starts_both_servers_on_postgresql_and_stack_down_stops_them(
                     assert cursor.fetchone()[0] == table, (name, table)
             finally:
                 connection.close()
-        with urllib.request.urlopen(  # noqa: S310 (loopback)
-            urllib.request.Request(
-                f"http://127.0.0.1:{prefect_port}/api/work_pools/filter",
-                data=b"{}",
-                method="POST",
-                headers={"Content-Type": "application/json"},
-            ),
-            timeout=10,
-        ) as response:
-            assert isinstance(json.load(response), list)
+        # the process work pool exists and the stack's worker polls it
+        pools = post(prefect_port, "work_pools/filter")
+        assert [(p["name"], p["type"]) for p in pools] == [("gnnrec-local", "process")]
+        deadline = time.monotonic() + 120
+        while (
+            not post(prefect_port, "work_pools/gnnrec-local/workers/filter") and time.monotonic() < deadline
+        ):
+            time.sleep(1)
+        assert post(prefect_port, "work_pools/gnnrec-local/workers/filter"), "no worker polled the pool"
         written = (state / "mlflow.yml").read_text()
         assert f"tracking_uri: http://127.0.0.1:{mlflow_port}" in written and names[2] in written
         deadline = time.monotonic() + 60
