@@ -200,3 +200,26 @@ def test_a_wrong_postgresql_store_exits_3_at_once_with_the_fix(postgres_server: 
         assert "The MLflow tracking store" in message and expected in message
         # MLflow alone retries for minutes; the probe answers before anything starts (no flow ran)
         assert "Flow run" not in result.stderr  # refused before any flow started
+
+
+def test_a_tracking_server_gone_mid_run_reads_as_one_paragraph_naming_it() -> None:
+    from mlflow.exceptions import MlflowException
+
+    from flows.cli_common import infrastructure_message
+
+    # MLflow's own wording when its HTTP client gives up on a server that was killed
+    raised = MlflowException(
+        "API request to http://127.0.0.1:5732/api/2.0/mlflow/runs/log-batch failed with exception "
+        "HTTPConnectionPool(host='127.0.0.1', port=5732): Max retries exceeded with url: "
+        "/api/2.0/mlflow/runs/log-batch (Caused by NewConnectionError(\"HTTPConnection(host='127.0.0.1', "
+        'port=5732): Failed to establish a new connection: [Errno 111] Connection refused"))'
+    )
+    message = infrastructure_message(raised)
+    assert message is not None and "\n" not in message
+    assert message.startswith(
+        "The MLflow tracking server at http://127.0.0.1:5732 stopped answering during the run "
+        "(connection refused)"
+    )
+    # other MLflow failures keep MLflow's own message
+    other = infrastructure_message(MlflowException("RESOURCE_DOES_NOT_EXIST: Run 'x' not found"))
+    assert other == "The MLflow tracking store failed: RESOURCE_DOES_NOT_EXIST: Run 'x' not found"
