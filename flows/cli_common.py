@@ -627,6 +627,9 @@ def load_settings(mlflow_config: Path | None) -> MlflowSettings:
     # MLflow's HTTP client retries a refused connection for minutes; keep each request short.
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "20")
+    # With a tracking server MLflow prints "View run ... at: URL" on stdout for every run it ends, which
+    # would break `--json` (one JSON object on stdout); the summary names the server instead.
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
     with error_boundary():
         probe_tracking_server(settings.tracking_uri)
         with store_lock(settings):
