@@ -39,7 +39,7 @@ def post(port: int, path: str) -> list:
     request = urllib.request.Request(
         f"http://127.0.0.1:{port}/api/{path}", data=b"{}", headers={"Content-Type": "application/json"}
     )
-    with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310 (loopback)
+    with urllib.request.urlopen(request, timeout=90) as response:  # noqa: S310 (loopback; a loaded server is slow)
         return json.load(response)
 
 
