@@ -23,6 +23,7 @@ import signal
 import subprocess
 import sys
 import time
+from functools import partial
 from pathlib import Path
 from types import FrameType
 from typing import Annotated
@@ -147,6 +148,7 @@ def up(
     """
     from flows.cli_serve import port_free
     from flows.deploy import wait_for_http
+    from tasks.reconcile import die_with_parent
 
     pool = DEFAULT_POOL
 
@@ -186,6 +188,8 @@ def up(
     names: dict[int, str] = {}
     pgid: int | None = None
 
+    parent = os.getpid()  # a child gets SIGTERM when `stack up` dies, even of SIGKILL (Linux)
+
     def start(name: str, command: list[str], extra_env: dict[str, str] | None = None) -> None:
         nonlocal pgid
         log = open(state / f"{name}.log", "ab")  # noqa: SIM115 (the child holds it)
@@ -196,6 +200,7 @@ def up(
             stdout=log,
             stderr=subprocess.STDOUT,
             process_group=0 if pgid is None else pgid,
+            preexec_fn=partial(die_with_parent, parent),  # noqa: PLW1509 (only prctl, no locks)
         )
         log.close()
         pgid = proc.pid if pgid is None else pgid

@@ -156,6 +156,10 @@ def test_stack_up_starts_both_servers_on_postgresql_and_stack_down_stops_them(
         assert not (state / "stack.json").exists()
     finally:
         if up.poll() is None:
-            up.kill()
-            up.wait()
+            up.terminate()  # `stack up` stops what it started
+            try:
+                up.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                up.kill()
+                up.wait()
         drop(admin, names)
