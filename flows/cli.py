@@ -19,7 +19,7 @@ for _key, _value in {
 }.items():
     os.environ.setdefault(_key, _value)
 
-from flows import cli_data, cli_models, cli_pipeline, cli_train, cli_tune  # noqa: E402
+from flows import cli_data, cli_models, cli_pipeline, cli_stack, cli_train, cli_tune  # noqa: E402
 
 app = typer.Typer(
     name="gnnrec",
@@ -48,6 +48,7 @@ def main(
 
 
 app.add_typer(cli_data.app, name="data")
+app.add_typer(cli_stack.app, name="stack")
 app.command("train")(cli_train.train)
 app.command("models")(cli_models.models_command)
 app.command("tune-worker")(cli_tune.tune_worker)

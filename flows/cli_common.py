@@ -344,6 +344,36 @@ def _one_line(text: object) -> str:
     return " ".join(str(text).split())
 
 
+#: What urllib3 says (inside MLflow's message) when a tracking server cannot be reached, and its short form.
+_CONNECTION_FAILURES = {
+    "Connection refused": "connection refused",
+    "Connection reset": "connection reset",
+    "Connection aborted": "connection aborted",
+    "Read timed out": "no answer in time",
+    "timed out": "no answer in time",
+    "Max retries exceeded": "no answer",
+}
+
+
+def _server_gone(message: str) -> str | None:
+    """The message for a tracking server that stopped answering, from MLflow's HTTP failure; else ``None``."""
+    import re
+
+    found = re.search(r"API request to (https?://[^/\s]+)", message)
+    if found is None:
+        return None
+    reason = next((short for key, short in _CONNECTION_FAILURES.items() if key in message), None)
+    if reason is None:
+        return None
+    return (
+        f"The MLflow tracking server at {found.group(1)} stopped answering during the run ({reason}). "
+        "What it "
+        "recorded before stays in its store; runs left open are closed (KILLED) when the next run reaches "
+        "it. Start the server again (or point tracking_uri in mlflow.yml at one that runs) and run the "
+        "command again: finished Optuna trials are kept in the study storage and reused."
+    )
+
+
 def infrastructure_message(exc: BaseException) -> str | None:
     """The one-paragraph message of an infrastructure failure, or ``None`` when ``exc`` is not one.
 
@@ -359,7 +389,10 @@ def infrastructure_message(exc: BaseException) -> str | None:
         from mlflow.exceptions import MlflowException
 
         if isinstance(exc, MlflowException):
-            return f"The MLflow tracking store failed: {_one_line(exc.message)[:600]}"
+            return (
+                _server_gone(exc.message)
+                or f"The MLflow tracking store failed: {_one_line(exc.message)[:600]}"
+            )
     if "sqlalchemy" in sys.modules:
         from sqlalchemy.exc import SQLAlchemyError
 
@@ -489,6 +522,57 @@ def probe_sqlite_store(uri: str) -> None:
         ) from None
 
 
+#: Seconds a database server (the MLflow store) gets to accept the probe's connection.
+DATABASE_CONNECT_TIMEOUT_S = 5
+
+
+def probe_database_store(uri: str, what: str = "MLflow tracking store") -> None:
+    """Check that a database server store (``postgresql+psycopg2://...``) accepts a connection.
+
+    MLflow retries an engine that cannot connect ten times with backoff (minutes) before it says why; one
+    connection with a short timeout here names the cause (no server, no such database, refused login) at
+    once. SQLite files and tracking servers are probed elsewhere; nothing is created.
+
+    Raises:
+        InfrastructureError: The server does not answer or refuses the connection; the URL is malformed.
+    """
+    scheme = uri.partition("://")[0].partition("+")[0].lower() if "://" in uri else ""
+    if scheme in ("", "sqlite", "http", "https", "file"):
+        return
+    import sqlalchemy
+    from sqlalchemy.exc import ArgumentError, NoSuchModuleError, SQLAlchemyError
+
+    shown = uri
+    try:
+        url = sqlalchemy.make_url(uri)
+        shown = url.render_as_string(hide_password=True)
+        args = {"connect_timeout": DATABASE_CONNECT_TIMEOUT_S} if scheme in ("postgresql", "mysql") else {}
+        engine = sqlalchemy.create_engine(url, connect_args=args, poolclass=sqlalchemy.pool.NullPool)
+        try:
+            with engine.connect() as connection:
+                connection.execute(sqlalchemy.text("SELECT 1"))
+        finally:
+            engine.dispose()
+    except (ArgumentError, NoSuchModuleError, ValueError) as err:
+        raise InfrastructureError(f"The {what} URL {shown} cannot be used: {_one_line(err)}.") from None
+    except ImportError as err:
+        raise InfrastructureError(
+            f"The {what} {shown} needs a database driver that is not installed ({err}); gnnrec ships "
+            "psycopg2 for postgresql+psycopg2:// URLs."
+        ) from None
+    except SQLAlchemyError as err:
+        cause = _one_line(getattr(err, "orig", None) or err).removesuffix(".")
+        database = uri.rpartition("/")[2].partition("?")[0]
+        hint = (
+            f"Create it (createdb -h HOST -U USER {database}; `gnnrec stack up` creates its own) or fix "
+            if "does not exist" in cause
+            else "Start the database server, or fix "
+        )
+        raise InfrastructureError(
+            f"The {what} {shown} cannot be reached ({cause}). {hint}tracking_uri in mlflow.yml."
+        ) from None
+
+
 @contextmanager
 def store_lock(settings: MlflowSettings) -> Iterator[None]:
     """Hold an exclusive file lock beside the local SQLite stores while their schemas are created.
@@ -537,18 +621,22 @@ def load_settings(mlflow_config: Path | None) -> MlflowSettings:
         fail(f"The MLflow settings are invalid: {describe_validation_error(err)}", EXIT_INFRASTRUCTURE)
     except (yaml.YAMLError, ValueError, OSError) as err:
         fail(f"Cannot use the MLflow settings: {_one_line(err)}", EXIT_INFRASTRUCTURE)
-    for uri in (settings.tracking_uri, settings.artifact_location, settings.study_storage):
+    for uri in (settings.tracking_uri, settings.artifact_location or "", settings.study_storage):
         local = uri.partition(":///")[2] if ":///" in uri else uri.removeprefix("file://")
         if local and "://" not in local:
             _STORE_ROOTS.append(Path(local).expanduser().resolve().parent)
     # MLflow's HTTP client retries a refused connection for minutes; keep each request short.
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "20")
+    # With a tracking server MLflow prints "View run ... at: URL" on stdout for every run it ends, which
+    # would break `--json` (one JSON object on stdout); the summary names the server instead.
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
     with error_boundary():
         probe_tracking_server(settings.tracking_uri)
         with store_lock(settings):
             for uri in (settings.tracking_uri, settings.study_storage):
                 probe_sqlite_store(uri)
+            probe_database_store(settings.tracking_uri)
             configure_mlflow(settings)
             if settings.study_storage.startswith("sqlite"):
                 from tasks.study_storage import open_storage

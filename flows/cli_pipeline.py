@@ -275,10 +275,15 @@ def _print_outcome(outcome: Any, settings: MlflowSettings) -> None:
     )
     console.print("\nWhere to look:")
     console.print(f"  MLflow store      {settings.tracking_uri}  (parent run {outcome.parent_run_id})")
-    console.print(
-        f"  MLflow UI         mlflow ui --backend-store-uri {settings.tracking_uri} "
-        f"--default-artifact-root {settings.artifact_location} --host 127.0.0.1 --port 5000"
-    )
+    from tasks.register.settings import is_tracking_server
+
+    if is_tracking_server(settings.tracking_uri):
+        console.print(f"  MLflow UI         {settings.tracking_uri}")
+    else:
+        console.print(
+            f"  MLflow UI         mlflow ui --backend-store-uri {settings.tracking_uri} "
+            f"--default-artifact-root {settings.artifact_location} --host 127.0.0.1 --port 5000"
+        )
     console.print("  Prefect UI        gnnrec ui   (Prefect server + deployments + MLflow UI on 127.0.0.1)")
     console.print(f"  Recommend         gnnrec recommend --user <raw user id> --k 10{config_flag}")
     console.print(f"  Serve over REST   gnnrec serve --port 5001{config_flag}")

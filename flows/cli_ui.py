@@ -71,6 +71,7 @@ def ui(
     parameter (the Run form can change it). Exit 2 when a port is taken; 3 when a server does not start.
     """
     from flows.deploy import wait_for_http
+    from tasks.register.settings import is_tracking_server
 
     with error_boundary():
         settings = load_settings(mlflow_config)
@@ -116,22 +117,25 @@ def ui(
             str(prefect_port),
         ]
         start(prefect)
-        start(
-            [
-                str(bin_dir / "mlflow"),
-                *("ui", "--backend-store-uri", settings.tracking_uri),
-                *("--default-artifact-root", settings.artifact_location),
-                *("--host", "127.0.0.1", "--port", str(mlflow_port)),
-            ]
-        )
+        mlflow_url = settings.tracking_uri  # a tracking server already serves its UI
+        if not is_tracking_server(settings.tracking_uri):
+            mlflow_url = f"http://127.0.0.1:{mlflow_port}"
+            start(
+                [
+                    str(bin_dir / "mlflow"),
+                    *("ui", "--backend-store-uri", settings.tracking_uri),
+                    *("--default-artifact-root", str(settings.artifact_location)),
+                    *("--host", "127.0.0.1", "--port", str(mlflow_port)),
+                ]
+            )
         if not wait_for_http(f"{api_url}/health", timeout_s=startup_timeout):
             raise _Stop(f"the Prefect server did not start within {startup_timeout:g} s (--startup-timeout)")
         start([sys.executable, "-m", "flows.deploy"])
         typer.echo(
             f"Prefect UI: http://127.0.0.1:{prefect_port}  (Deployments -> train-and-promote/manual -> Run)"
         )
-        typer.echo(f"MLflow UI:  http://127.0.0.1:{mlflow_port}")
-        typer.echo("Ctrl-C stops all three.")
+        typer.echo(f"MLflow UI:  {mlflow_url}")
+        typer.echo("Ctrl-C stops what this command started.")
         while all(p.poll() is None for p in procs):
             time.sleep(0.5)
         stopped = next(p for p in procs if p.poll() is not None)

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -22,9 +22,16 @@ class MlflowSettings(BaseModel):
     Paths in the file are resolved against the file's folder by :func:`load_mlflow_settings`, so the values
     held here are absolute (``sqlite:////abs/path/mlflow.db``, ``file:///abs/path/artifacts``).
 
+    Three kinds of store are accepted: an embedded SQLite file (the default, for ``make run``), a database
+    server reached directly (``postgresql+psycopg2://user@host:5432/db``, also ``mysql+pymysql://``) and an
+    MLflow tracking server (``http://127.0.0.1:5000``). The registry lives in the same store.
+
     Attributes:
         tracking_uri: MLflow tracking (and registry) URI.
-        artifact_location: Artifact root of the experiment, as a URI.
+        artifact_location: Artifact root of the experiment, as a URI. ``None`` (``artifact_location: null``)
+            lets a tracking server choose (its ``--artifacts-destination``, proxied as ``mlflow-artifacts:``,
+            so workers on other machines need no shared folder): the default with an ``http(s)://`` tracking
+            URI; a database or SQLite store needs a location.
         experiment_name: The experiment every pipeline run logs to.
         registered_model_name: The registered model every family registers versions of.
         selection_metric: Validation metric (``ndcg@20``) that tunes, selects and promotes.
@@ -41,7 +48,7 @@ class MlflowSettings(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     tracking_uri: str = "sqlite:///data/mlflow/mlflow.db"
-    artifact_location: str = "data/mlflow/artifacts"
+    artifact_location: str | None = None
     experiment_name: str = "gnnrec"
     registered_model_name: str = "gnnrec-recommender"
     selection_metric: str = "ndcg@20"
@@ -51,15 +58,64 @@ class MlflowSettings(BaseModel):
     on_incomparable: Literal["keep", "promote"] = "keep"
     study_storage: str = "sqlite:///data/optuna/studies.db"
 
+    @field_validator("tracking_uri")
+    @classmethod
+    def _known_store(cls, uri: str) -> str:
+        """Refuse a tracking URI MLflow would misread, naming the accepted forms."""
+        scheme = uri.partition("://")[0].lower() if "://" in uri else ""
+        if not scheme:
+            return uri  # a bare path: a SQLite file next to mlflow.yml
+        if scheme in ("postgres", "postgres+psycopg2"):
+            raise ValueError(
+                f"{uri!r}: SQLAlchemy names PostgreSQL 'postgresql', write "
+                f"postgresql+psycopg2://{uri.partition('://')[2]}"
+            )
+        if scheme.partition("+")[0] in DATABASE_SCHEMES:
+            if scheme.partition("+")[0] != "sqlite" and not uri.partition("://")[2].partition("/")[2]:
+                raise ValueError(f"{uri!r} names no database: add /DATABASE after the host")
+            return uri
+        if scheme in ("http", "https"):
+            if not uri.partition("://")[2].strip("/"):
+                raise ValueError(f"{uri!r} names no host: write e.g. http://127.0.0.1:5000")
+            return uri.rstrip("/")
+        raise ValueError(
+            f"{uri!r} is not a store gnnrec can use: write sqlite:///path/mlflow.db (embedded), "
+            "postgresql+psycopg2://USER@HOST:5432/DATABASE (a database server) or http://HOST:PORT (an "
+            "MLflow "
+            "tracking server)"
+        )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _artifacts_for_database_stores(cls, data: Any) -> Any:
+        """A database store has no artifact root of its own (MLflow would write ``./mlruns``): the default."""
+        if isinstance(data, dict) and data.get("artifact_location") is None:
+            uri = str(data.get("tracking_uri", cls.model_fields["tracking_uri"].default))
+            if not is_tracking_server(uri):
+                return {**data, "artifact_location": DEFAULT_ARTIFACT_LOCATION}
+        return data
+
     def resolved(self, base: Path) -> MlflowSettings:
         """A copy with relative paths in URIs made absolute against ``base``."""
+        location = self.artifact_location
         return self.model_copy(
             update={
                 "tracking_uri": _resolve_db_uri(self.tracking_uri, base),
-                "artifact_location": _resolve_location(self.artifact_location, base),
+                "artifact_location": None if location is None else _resolve_location(location, base),
                 "study_storage": _resolve_db_uri(self.study_storage, base),
             }
         )
+
+
+#: URI schemes (before any ``+driver``) of the SQLAlchemy databases MLflow can use as its store.
+DATABASE_SCHEMES = ("sqlite", "postgresql", "mysql", "mssql")
+#: Artifact root of a database store when ``mlflow.yml`` names none (relative to the file's folder).
+DEFAULT_ARTIFACT_LOCATION = "data/mlflow/artifacts"
+
+
+def is_tracking_server(uri: str) -> bool:
+    """Whether ``uri`` is an MLflow tracking server (``http(s)://``), not a store MLflow opens itself."""
+    return uri.startswith(("http://", "https://"))
 
 
 def _resolve_db_uri(uri: str, base: Path) -> str:
@@ -109,7 +165,8 @@ def configure_mlflow(settings: MlflowSettings) -> str:
     """Point MLflow at the configured store and make sure the experiment exists with its artifact root.
 
     Both the tracking URI and the experiment's artifact location are always set, so MLflow never falls
-    back to writing ``./mlruns``.
+    back to writing ``./mlruns``; with a tracking server and no ``artifact_location`` the server's own
+    artifact store (``--artifacts-destination``) is the experiment's.
 
     Returns:
         The experiment id.
@@ -119,8 +176,8 @@ def configure_mlflow(settings: MlflowSettings) -> str:
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     from tasks.study_storage import ensure_sqlite_dir
 
-    ensure_sqlite_dir(settings.tracking_uri)
-    if settings.artifact_location.startswith("file://"):
+    ensure_sqlite_dir(settings.tracking_uri)  # nothing for a database server or a tracking server
+    if settings.artifact_location is not None and settings.artifact_location.startswith("file://"):
         Path(settings.artifact_location.removeprefix("file://")).mkdir(parents=True, exist_ok=True)
     mlflow.set_tracking_uri(settings.tracking_uri)
     mlflow.set_registry_uri(settings.tracking_uri)

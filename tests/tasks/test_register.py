@@ -62,9 +62,52 @@ def test_settings_errors(tmp_path: Path) -> None:
 def test_repository_mlflow_yml_loads() -> None:
     settings = load_mlflow_settings(Path(__file__).parents[2] / "mlflow.yml")
     assert settings.promotion_alias == "champion" and settings.registry_stage == "Production"
-    assert settings.tracking_uri.startswith("sqlite:////") and settings.artifact_location.startswith(
-        "file://"
-    )
+    assert settings.tracking_uri.startswith("sqlite:////")
+    assert settings.artifact_location is not None and settings.artifact_location.startswith("file://")
+
+
+@pytest.mark.parametrize(
+    ("tracking", "artifacts", "expected_artifacts"),
+    [
+        # a tracking server keeps the artifacts itself (--artifacts-destination) unless told otherwise
+        ("http://127.0.0.1:5000/", None, None),
+        ("http://127.0.0.1:5000", "shared/art", "conf/shared/art"),
+        # a database server has no artifact root of its own: the default folder beside mlflow.yml
+        ("postgresql+psycopg2://postgres@127.0.0.1:5432/mlflow", None, "conf/data/mlflow/artifacts"),
+        ("postgresql+psycopg2://postgres@127.0.0.1:5432/mlflow", "s3://bucket/art", "s3://bucket/art"),
+        ("sqlite:///m.db", None, "conf/data/mlflow/artifacts"),
+    ],
+)
+def test_settings_accept_database_and_tracking_servers(
+    tracking: str, artifacts: str | None, expected_artifacts: str | None, tmp_path: Path
+) -> None:
+    (tmp_path / "conf").mkdir()
+    path = tmp_path / "conf" / "mlflow.yml"
+    text = f"tracking_uri: {tracking}\n" + (f"artifact_location: {artifacts}\n" if artifacts else "")
+    path.write_text(text)
+    settings = load_mlflow_settings(path)
+    if tracking.startswith(("http", "postgresql")):
+        assert settings.tracking_uri == tracking.rstrip("/")  # server URLs are not touched by path resolving
+    else:
+        assert settings.tracking_uri == f"sqlite:///{tmp_path}/conf/m.db"
+    if expected_artifacts is None or "://" in expected_artifacts:
+        assert settings.artifact_location == expected_artifacts
+    else:
+        assert settings.artifact_location == (tmp_path / expected_artifacts).as_uri()
+
+
+@pytest.mark.parametrize(
+    ("tracking", "message"),
+    [
+        ("postgres://postgres@127.0.0.1:5432/mlflow", "postgresql+psycopg2://postgres@127.0.0.1:5432/mlflow"),
+        ("postgresql+psycopg2://postgres@127.0.0.1:5432", "names no database"),
+        ("http://", "names no host"),
+        ("ftp://host/x", "not a store gnnrec can use"),
+    ],
+)
+def test_settings_refuse_a_store_mlflow_would_misread(tracking: str, message: str) -> None:
+    with pytest.raises(ValueError, match=message.replace("+", r"\+")):
+        MlflowSettings(tracking_uri=tracking)
 
 
 def test_metric_key_is_a_valid_mlflow_name() -> None:
