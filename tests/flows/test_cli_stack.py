@@ -124,7 +124,10 @@ def test_stack_up_starts_both_servers_on_postgresql_and_stack_down_stops_them(
             finally:
                 connection.close()
         # the process work pool exists and the stack's worker polls it
-        pools = post(prefect_port, "work_pools/filter")
+        # (stack up creates it once both servers answer, so it may not exist yet at the first health answer)
+        deadline = time.monotonic() + 120
+        while not (pools := post(prefect_port, "work_pools/filter")) and time.monotonic() < deadline:
+            time.sleep(1)
         assert [(p["name"], p["type"]) for p in pools] == [("gnnrec-local", "process")]
         deadline = time.monotonic() + 120
         while (
