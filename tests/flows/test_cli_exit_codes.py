@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import socket
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import yaml
@@ -55,12 +56,16 @@ def closed_port() -> int:
 
 
 @pytest.mark.parametrize(("name", "expected"), [("run", PipelineParams()), ("retrain", retrain_defaults())])
-def test_without_flags_the_cli_uses_pipeline_params(name: str, expected: PipelineParams, monkeypatch) -> None:
+def test_without_flags_the_cli_uses_pipeline_params(
+    name: str, expected: PipelineParams, monkeypatch, tmp_path: Path
+) -> None:
     import flows.cli_pipeline as cli_pipeline
 
     seen: list[PipelineParams] = []
     monkeypatch.setattr(cli_pipeline, "_flow", lambda kind: lambda params: seen.append(params) or exit(0))
-    monkeypatch.setattr(cli_pipeline, "load_settings", lambda path: None)
+    # settings whose study storage the CLI probes before the flow (a fresh SQLite file)
+    settings = SimpleNamespace(study_storage=f"sqlite:///{tmp_path / 'optuna.db'}")
+    monkeypatch.setattr(cli_pipeline, "load_settings", lambda path: settings)
     result = runner.invoke(app, [name])
     assert result.exit_code == 0, result.output
     assert seen == [expected]

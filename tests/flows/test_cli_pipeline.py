@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import pandas as pd
 import pytest
@@ -210,7 +211,8 @@ def test_run_threads_follow_the_config_and_keep_the_root_option(
         raise SystemExit(0)
 
     monkeypatch.setattr("flows.train_and_promote.train_and_promote", fake_flow)
-    monkeypatch.setattr(cli_pipeline, "load_settings", lambda path: None)
+    settings = SimpleNamespace(study_storage=f"sqlite:///{tmp_path / 'optuna.db'}")  # probed before the flow
+    monkeypatch.setattr(cli_pipeline, "load_settings", lambda path: settings)
     before = torch.get_num_threads()
     try:
         torch.set_num_threads(2)
