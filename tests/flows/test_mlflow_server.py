@@ -80,7 +80,9 @@ def mlflow_server(postgres_db: str, tmp_path: Path) -> Iterator[Server]:
 
 
 def cli_env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_API_URL", "MLFLOW_TRACKING"))}
+    # earlier tests in the same session may have left MLflow URIs in os.environ (mlflow.set_*_uri sets them)
+    drop = ("PREFECT_API_URL", "MLFLOW_TRACKING", "MLFLOW_REGISTRY")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(drop)}
     env.update(DO_NOT_TRACK="true", MLFLOW_DISABLE_TELEMETRY="true", PREFECT_SERVER_ANALYTICS_ENABLED="false")
     env.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")
     return env
@@ -134,7 +136,7 @@ def test_run_on_a_tracking_server_promotes_a_champion_and_survives_the_server_go
         "model = mlflow.pyfunc.load_model('models:/srv@champion')\n"
         "print(model.predict(pd.DataFrame({'user': [1]}), params={'k': 5}).to_json(orient='records'))\n"
     )
-    env = {**cli_env(), "MLFLOW_TRACKING_URI": mlflow_server.url}
+    env = {**cli_env(), "MLFLOW_TRACKING_URI": mlflow_server.url, "MLFLOW_REGISTRY_URI": mlflow_server.url}
     loaded = subprocess.run(
         [sys.executable, "-c", load], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300
     )
