@@ -9,6 +9,7 @@ from models import (  # noqa: F401  (imported for registration)
     ease,
     gat,
     gcn,
+    graphfilter,
     graphsage,
     hybrid,
     itemknn,
