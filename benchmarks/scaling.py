@@ -35,15 +35,18 @@ Measured at each point, with ``torch.set_num_threads(--threads)`` (1 by default)
   of 1024 pairs) timed the same way as LightGCN's step, and the sampler alone
   (``models.graph_sampling.sample_neighbors`` on the same seeds a training batch uses, the batch's pairs
   excluded): sampled sub-graphs per second and input nodes per sub-graph.
-* **Peak memory** of each of LightGCN training (the same steps), evaluation, and GraphSAGE training in a
-  **fresh subprocess**, which rebuilds the data from a saved copy of the pairs: ``VmHWM`` is reset through
-  ``/proc/self/clear_refs`` after the set-up, the figure is the peak minus the resident set just before the
-  measured step (``delta``) and the whole-process peak (``peak``), as ``benchmarks/scale_speed.py`` does.
+* **Peak memory** of each of LightGCN training (the same steps), evaluation (ranking the first
+  ``--eval-memory-users`` test users, 4096 by default: the peak is one chunk's scores beside the propagated
+  embeddings whatever the number of chunks, so the subset keeps the 4x point short), and GraphSAGE
+  training in a **fresh subprocess**, which rebuilds the data from a saved copy of the pairs: ``VmHWM`` is
+  reset through ``/proc/self/clear_refs`` after the set-up, the figure is the peak minus the resident set
+  just before the measured step (``delta``) and the whole-process peak (``peak``), as
+  ``benchmarks/scale_speed.py`` does.
 
 Fits (:func:`fit_power_law`): least squares of ``log y`` on ``log x`` (``y = a * x1^b1 * x2^b2 ...``), with
 R^2 in log space: each quantity against edges along the diagonal, evaluation against users x items, and each
 against (users, items, edges) over all points. Memory is also fitted as a linear model
-(:func:`fit_linear`, bytes = ``c0 + c_nodes * (U + I) + c_edges * E_train``), which is what the data
+(:func:`fit_linear`, bytes = ``c0 + c_U * U + c_I * I + c_E * E_train``), which is what the data
 structures are. The fits are extrapolated to larger graphs (``TARGETS``) and the results written to
 ``--json`` and drawn to ``--png`` (measured points and fitted lines; time and memory panels).
 
@@ -52,6 +55,7 @@ Usage::
     .venv/bin/python benchmarks/scaling.py --data-dir /work/shared/datasets/gowalla --threads 1 \\
         --json /tmp/scaling.json --png benchmarks/scaling.png
     .venv/bin/python benchmarks/scaling.py --scales 0.25 0.5 --no-offdiagonal --png /tmp/quick.png
+    .venv/bin/python benchmarks/scaling.py --from-json /tmp/scaling.json --png benchmarks/scaling.png  # refit
 """
 
 from __future__ import annotations
@@ -560,8 +564,7 @@ def fits(rows: list[dict[str, Any]]) -> dict[str, Any]:
         if len(rows) >= 4 and len(rows) > len(diagonal):
             out["all_points"][name] = fit_power_law(uie, [get(r) for r in rows], ["users", "items", "edges"])
         if name.startswith("memory_") and len(rows) >= 3 and len(rows) > len(diagonal):
-            nodes_edges = np.column_stack([uie[:, 0] + uie[:, 1], uie[:, 2]])
-            out["memory_linear"][name] = fit_linear(nodes_edges, [get(r) for r in rows], ["nodes", "edges"])
+            out["memory_linear"][name] = fit_linear(uie, [get(r) for r in rows], ["users", "items", "edges"])
     out["extrapolation"] = extrapolate(out)
     for name, law in list(out["all_points"].items()):
         out["all_points"][name] = law.as_dict()
@@ -580,7 +583,7 @@ def extrapolate(out: dict[str, Any]) -> list[dict[str, Any]]:
                 row[q] = float(law.predict([[users, items, edges]])[0])
         for q, lin in out["memory_linear"].items():
             if isinstance(lin, LinearFit):
-                row[f"{q}_linear"] = float(lin.predict([[users + items, edges]])[0])
+                row[f"{q}_linear"] = float(lin.predict([[users, items, edges]])[0])
         for q, laws in out["diagonal"].items():  # as if the target were Gowalla-shaped (users, items ~ edges)
             law = laws["vs_edges"]
             row[f"{q}_by_edges"] = law["coefficient"] * edges ** law["exponents"]["edges"]
@@ -667,6 +670,56 @@ def draw(rows: list[dict[str, Any]], result: dict[str, Any], path: Path) -> None
     fig.savefig(path, dpi=110)
 
 
+def markdown(result: dict[str, Any]) -> str:
+    """The measurements per point, the fitted laws and the extrapolations as Markdown tables."""
+    mib = 2**20
+    lines = [
+        "| point (U, I, E mult.) | users | items | train pairs | LightGCN s/step | s/epoch (steps) | "
+        "full epoch s | evaluate s | SAGE s/step | SAGE s/epoch | sub-graphs/s (input share) | "
+        "peak MiB LightGCN / eval / SAGE (delta) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in result["points"]:
+        full = r.get("lightgcn_full_epoch_s")
+        mem = "-"
+        if "memory_lightgcn" in r:
+            peaks = [r[f"memory_{m}"] for m in ("lightgcn", "evaluate", "graphsage")]
+            mem = " / ".join(f"{p['peak_bytes'] / mib:.0f}" for p in peaks)
+            mem += " (" + " / ".join(f"{p['delta_bytes'] / mib:.0f}" for p in peaks) + ")"
+        sampler = r["sampler"]
+        lines.append(
+            f"| {tuple(r['mult'])} | {r['users']:,} | {r['items']:,} | {r['train_pairs']:,} | "
+            f"{r['lightgcn_step_s']:.3f} | {r['lightgcn_epoch_s']:.1f} ({r['lightgcn_steps_per_epoch']}) | "
+            f"{'-' if full is None else f'{full:.1f}'} | {r['eval_s']:.1f} | {r['sage_step_s']:.3f} | "
+            f"{r['sage_epoch_s']:.0f} | {sampler['subgraphs_per_second']:.1f} "
+            f"({sampler['input_share_of_nodes']:.2f}) | {mem} |"
+        )
+    fitted = result["fits"]
+    lines += [
+        "",
+        "| quantity | diagonal: vs edges | over all points: vs users, items, edges |",
+        "|---|---|---|",
+    ]
+    for name, laws in fitted["diagonal"].items():
+        extra = f"; vs U*I: {laws['vs_users_x_items']['formula']}" if "vs_users_x_items" in laws else ""
+        every = fitted["all_points"].get(name, {}).get("formula", "-")
+        lines.append(f"| {name} | {laws['vs_edges']['formula']}{extra} | {every} |")
+    if fitted["memory_linear"]:
+        lines += [
+            "",
+            "| memory (bytes) | intercept | per user | per item | per training edge | R^2 |",
+            "|---|---|---|---|---|---|",
+        ]
+        for name, lin in fitted["memory_linear"].items():
+            c = lin["coefficients"]
+            lines.append(
+                f"| {name} | {lin['intercept'] / mib:.0f} MiB | {c['users']:.0f} | {c['items']:.0f} | "
+                f"{c['edges']:.1f} | "
+                f"{lin['r2']:.4f} |"
+            )
+    return "\n".join(lines)
+
+
 # -- main -------------------------------------------------------------------------------------------------
 
 
@@ -735,6 +788,7 @@ def main() -> None:
     if args.from_json is None:
         result["wall_seconds"] = time.perf_counter() - started
     print(json.dumps(result["fits"], indent=2, default=str))
+    print(markdown(result))
     if args.json is not None:
         args.json.write_text(json.dumps(result, indent=2, default=str) + "\n")
     if args.png is not None:
