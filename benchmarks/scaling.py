@@ -70,7 +70,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -126,7 +126,7 @@ class PowerLaw:
     r2: float
     points: int
 
-    def predict(self, x: Sequence[float] | np.ndarray) -> np.ndarray:
+    def predict(self, x: Sequence[float] | Sequence[Sequence[float]] | np.ndarray) -> np.ndarray:
         """``y`` at ``x`` (``[n]`` for one variable, ``[n, k]`` for ``k``)."""
         logs = np.log(_as_matrix(np.asarray(x, dtype=float), len(self.exponents)))
         return np.asarray(self.coefficient * np.exp(logs @ np.asarray(self.exponents)))
@@ -203,7 +203,7 @@ class LinearFit:
     coefficients: tuple[float, ...]
     r2: float
 
-    def predict(self, x: Sequence[float] | np.ndarray) -> np.ndarray:
+    def predict(self, x: Sequence[float] | Sequence[Sequence[float]] | np.ndarray) -> np.ndarray:
         matrix = _as_matrix(np.asarray(x, dtype=float), len(self.coefficients))
         return np.asarray(self.intercept + matrix @ np.asarray(self.coefficients))
 
@@ -535,6 +535,10 @@ def measure_point(
 # -- fits, extrapolation, figure --------------------------------------------------------------------------
 
 
+def _memory_field(mode: str, field: str) -> Callable[[dict[str, Any]], float]:
+    return lambda row: float(row[f"memory_{mode}"][field])
+
+
 def fits(rows: list[dict[str, Any]]) -> dict[str, Any]:
     """Power laws along the diagonal and over all points, linear memory models, extrapolations."""
     diagonal = [r for r in rows if r["mult"][0] == r["mult"][1] == r["mult"][2]]
@@ -542,7 +546,7 @@ def fits(rows: list[dict[str, Any]]) -> dict[str, Any]:
     edges = np.array([r["train_pairs"] for r in diagonal], dtype=float)
     ui = np.array([r["users"] * r["items"] for r in diagonal], dtype=float)
     out: dict[str, Any] = {"diagonal": {}, "all_points": {}, "memory_linear": {}}
-    quantities = {
+    quantities: dict[str, Callable[[dict[str, Any]], float]] = {
         "lightgcn_step_s": lambda r: r["lightgcn_step_s"],
         "lightgcn_epoch_s": lambda r: r["lightgcn_epoch_s"],
         "eval_s": lambda r: r["eval_s"],
@@ -551,8 +555,8 @@ def fits(rows: list[dict[str, Any]]) -> dict[str, Any]:
     }
     if "memory_lightgcn" in rows[0]:
         for mode in ("lightgcn", "evaluate", "graphsage"):
-            quantities[f"memory_{mode}_delta"] = lambda r, m=mode: r[f"memory_{m}"]["delta_bytes"]
-            quantities[f"memory_{mode}_peak"] = lambda r, m=mode: r[f"memory_{m}"]["peak_bytes"]
+            quantities[f"memory_{mode}_delta"] = _memory_field(mode, "delta_bytes")
+            quantities[f"memory_{mode}_peak"] = _memory_field(mode, "peak_bytes")
     for name, get in quantities.items():
         y_diag = [get(r) for r in diagonal]
         if len(diagonal) >= 2:
