@@ -176,7 +176,8 @@ class GraphSAGE(Recommender):
     inductive_users: ClassVar[bool] = True
     new_users: ClassVar[str] = (
         "inductive: the same SAGE layers embed the user from its history items on the training graph, its "
-        "own layer-0 input being a learned unknown-user vector (trained by user-id dropout) plus its features"
+        "own layer-0 input being a learned unknown-user vector (trained by user-id dropout, or as every "
+        "user's input with user_ids=False) plus its features"
     )
 
     def __init__(
