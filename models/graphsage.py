@@ -109,13 +109,14 @@ class GraphBuffers(nn.Module):
         return state
 
     def popularity_debiased(self, scores: Tensor, exponent: float) -> Tensor:
-        """Scores with the items' training popularity divided out: ``softplus(s) / (n_i + 1)^exponent``.
+        """Scores with the items' training popularity divided out: ``s - exponent * log(n_i + 1)``.
 
-        The popularity-bias deconfounding of PDA (Zhang et al., "Causal Intervention for Leveraging
-        Popularity Bias in Recommendation", SIGIR 2021, https://arxiv.org/abs/2105.06067), with softplus
-        instead of ELU + 1 as the positive, order-preserving map: ``exponent = 0`` keeps every ranking. A
-        model trained to match co-occurrence ranks popular items as raw co-occurrence counts do; dividing by
-        ``n_i^0.5`` is what turns counts into ItemKNN's cosine on the candidate side.
+        That ranks as ``exp(s) / (n_i + 1)^exponent``: the popularity deconfounding of PDA (Zhang et al.,
+        "Causal Intervention for Leveraging Popularity Bias in Recommendation", SIGIR 2021,
+        https://arxiv.org/abs/2105.06067) with ``exp`` of the BPR logit as the positive map (a map that
+        flattens small scores, such as softplus, lets the division alone rank the items). ``exponent = 0``
+        keeps every score. A model trained to match co-occurrence ranks popular items as raw co-occurrence
+        counts do; dividing counts by ``n_i^0.5`` is what ItemKNN's cosine does on the candidate side.
 
         Shapes:
             scores ``[B, I]`` -> ``[B, I]``.
@@ -123,7 +124,7 @@ class GraphBuffers(nn.Module):
         if exponent == 0:
             return scores
         degree = (self.i_indptr[1:] - self.i_indptr[:-1]).to(scores.device, scores.dtype)
-        return nn.functional.softplus(scores) / (degree + 1).pow(exponent)
+        return scores - exponent * torch.log1p(degree)
 
     def is_positive(self, users: Tensor, items: Tensor) -> Tensor:
         """Whether each (user, item) pair is a training edge (one searchsorted over sorted pair keys).
