@@ -108,24 +108,6 @@ class GraphBuffers(nn.Module):
         state["_cache"] = None
         return state
 
-    def popularity_debiased(self, scores: Tensor, exponent: float) -> Tensor:
-        """Scores with the items' training popularity divided out: ``s - exponent * log(n_i + 1)``.
-
-        That ranks as ``exp(s) / (n_i + 1)^exponent``: the popularity deconfounding of PDA (Zhang et al.,
-        "Causal Intervention for Leveraging Popularity Bias in Recommendation", SIGIR 2021,
-        https://arxiv.org/abs/2105.06067) with ``exp`` of the BPR logit as the positive map (a map that
-        flattens small scores, such as softplus, lets the division alone rank the items). ``exponent = 0``
-        keeps every score. A model trained to match co-occurrence ranks popular items as raw co-occurrence
-        counts do; dividing counts by ``n_i^0.5`` is what ItemKNN's cosine does on the candidate side.
-
-        Shapes:
-            scores ``[B, I]`` -> ``[B, I]``.
-        """
-        if exponent == 0:
-            return scores
-        degree = (self.i_indptr[1:] - self.i_indptr[:-1]).to(scores.device, scores.dtype)
-        return scores - exponent * torch.log1p(degree)
-
     def is_positive(self, users: Tensor, items: Tensor) -> Tensor:
         """Whether each (user, item) pair is a training edge (one searchsorted over sorted pair keys).
 
@@ -165,8 +147,6 @@ class GraphSAGE(Recommender):
         reg_weight: Coefficient of the batch L2 term on the batch's id-embedding rows.
         user_ids: Give users a learned id input; ``False`` uses the unknown-user vector (plus features) for
             every user, in training and at inference (``user_id_dropout`` then has no effect).
-        popularity_exponent: Scores (known and new users, not the training loss) are
-            :meth:`GraphBuffers.popularity_debiased` with this exponent; 0 keeps the dot products.
         exclude_target_edges: Sample each batch as if its (user, positive) edges were absent.
         init_std: Standard deviation of the normal initialisation of the id embeddings.
         inference_chunk: Destination nodes per chunk of the full-graph layer-wise inference.
@@ -198,7 +178,6 @@ class GraphSAGE(Recommender):
         init_std: float = 0.1,
         inference_chunk: int = 16384,
         user_ids: bool = True,
-        popularity_exponent: float = 0.0,
     ) -> None:
         super().__init__(num_users, num_items)
         if aggregator not in ("mean", "pool"):
@@ -215,9 +194,6 @@ class GraphSAGE(Recommender):
         self.init_std = init_std
         self.inference_chunk = inference_chunk
         self.user_ids = user_ids
-        if popularity_exponent < 0:
-            raise ValueError(f"popularity_exponent must be >= 0, got {popularity_exponent}")
-        self.popularity_exponent = popularity_exponent
         self.graph = GraphBuffers(ui_edge_index, num_users, num_items)
         self.input = FeatureInput(num_users, num_items, embedding_dim, user_features, item_features)
         self.unknown_user = nn.Parameter(torch.zeros(embedding_dim))
@@ -243,7 +219,6 @@ class GraphSAGE(Recommender):
             init_std=init_std,
             inference_chunk=inference_chunk,
             user_ids=user_ids,
-            popularity_exponent=popularity_exponent,
         )
         self.reset_parameters()
 
@@ -281,7 +256,6 @@ class GraphSAGE(Recommender):
             "init_std": 0.1,
             "inference_chunk": 16384,
             "user_ids": True,
-            "popularity_exponent": 0.0,
         }
 
     @staticmethod
@@ -296,7 +270,6 @@ class GraphSAGE(Recommender):
             "reg_weight": trial.suggest_float("reg_weight", 1e-6, 1e-2, log=True),
             "init_std": trial.suggest_float("init_std", 1e-3, 0.2, log=True),
             "user_ids": trial.suggest_categorical("user_ids", [True, False]),
-            "popularity_exponent": trial.suggest_float("popularity_exponent", 0.0, 1.0),
         }
 
     # -- layers ---------------------------------------------------------------------------------------
@@ -455,8 +428,7 @@ class GraphSAGE(Recommender):
             users ``[B]`` -> ``[B, I]``.
         """
         final = self._layers()[-1]
-        scores = final[users.to(final.device)] @ final[self.num_users :].T
-        return self.graph.popularity_debiased(scores, self.popularity_exponent)
+        return final[users.to(final.device)] @ final[self.num_users :].T
 
     def embed_history(self, history: History) -> Tensor:
         """Final embeddings of new users from their history items, with the trained layers.
@@ -490,5 +462,4 @@ class GraphSAGE(Recommender):
             ``len(history) = B`` -> ``[B, I]``.
         """
         final = self._layers()[-1]
-        scores = self.embed_history(history) @ final[self.num_users :].T
-        return self.graph.popularity_debiased(scores, self.popularity_exponent)
+        return self.embed_history(history) @ final[self.num_users :].T

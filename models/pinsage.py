@@ -150,9 +150,6 @@ class PinSage(Recommender):
         use_item_ids: Learn an id embedding per item (always, when the data has no item features).
         reg_weight: Batch L2 on the id-embedding rows a batch touches.
         init_std: Standard deviation of the id embeddings' normal initialisation.
-        popularity_exponent: Scores (known and new users, not the training loss) are
-            :meth:`models.graphsage.GraphBuffers.popularity_debiased` with this exponent; 0 keeps the dot
-            products.
     """
 
     name: ClassVar[str] = "pinsage"
@@ -188,13 +185,10 @@ class PinSage(Recommender):
         use_item_ids: bool = True,
         reg_weight: float = 1e-5,
         init_std: float = 0.1,
-        popularity_exponent: float = 0.0,
     ) -> None:
         super().__init__(num_users, num_items)
         if num_layers < 1 or num_neighbors < 1 or user_sample < 1:
             raise ValueError("num_layers, num_neighbors and user_sample must be >= 1")
-        if popularity_exponent < 0:
-            raise ValueError(f"popularity_exponent must be >= 0, got {popularity_exponent}")
         if not 0 <= hard_rank_low < hard_rank_high:
             raise ValueError(
                 f"need 0 <= hard_rank_low < hard_rank_high, got {hard_rank_low}, {hard_rank_high}"
@@ -214,7 +208,6 @@ class PinSage(Recommender):
         self.exclude_target_edges = exclude_target_edges
         self.reg_weight = reg_weight
         self.init_std = init_std
-        self.popularity_exponent = popularity_exponent
         self.graph = GraphBuffers(ui_edge_index, num_users, num_items)
         self.register_buffer(
             "item_features", feature_matrix(item_features, num_items, "item"), persistent=False
@@ -255,7 +248,6 @@ class PinSage(Recommender):
             use_item_ids=use_item_ids,
             reg_weight=reg_weight,
             init_std=init_std,
-            popularity_exponent=popularity_exponent,
         )
         self.reset_parameters()
         self.refresh_neighborhoods(torch.Generator().manual_seed(0))
@@ -303,7 +295,6 @@ class PinSage(Recommender):
             "use_item_ids": True,
             "reg_weight": 1e-5,
             "init_std": 0.1,
-            "popularity_exponent": 0.0,
         }
 
     @staticmethod
@@ -322,7 +313,6 @@ class PinSage(Recommender):
             "user_sample": trial.suggest_categorical("user_sample", [10, 20, 50]),
             "reg_weight": trial.suggest_float("reg_weight", 1e-7, 1e-3, log=True),
             "init_std": trial.suggest_float("init_std", 1e-3, 0.2, log=True),
-            "popularity_exponent": trial.suggest_float("popularity_exponent", 0.0, 1.0),
         }
 
     # -- neighbourhoods -------------------------------------------------------------------------------
@@ -573,8 +563,7 @@ class PinSage(Recommender):
             users ``[B]`` -> ``[B, I]``.
         """
         user_emb, item_emb = self._embeddings()
-        scores = user_emb[users.to(user_emb.device)] @ item_emb.T
-        return self.graph.popularity_debiased(scores, self.popularity_exponent)
+        return user_emb[users.to(user_emb.device)] @ item_emb.T
 
     def score_history(self, history: History) -> Tensor:
         """New users embedded from their history items, as training users are from theirs.
@@ -583,8 +572,7 @@ class PinSage(Recommender):
             ``len(history) = B`` -> ``[B, I]``.
         """
         _, item_emb = self._embeddings()
-        scores = self.users_from_items(item_emb, history) @ item_emb.T
-        return self.graph.popularity_debiased(scores, self.popularity_exponent)
+        return self.users_from_items(item_emb, history) @ item_emb.T
 
 
 def _pooling_operator(neighbors: Tensor, weights: Tensor) -> tuple[Tensor, Tensor]:
