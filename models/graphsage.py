@@ -22,6 +22,11 @@ setting.
   from its history items' layer outputs on the training graph. So that the layers learn to embed a user
   from its items alone, training replaces a user's id embedding by that vector with probability
   ``user_id_dropout``.
+* **Item-only users** (``user_ids=False``): no user has an id input, in training and at inference: every
+  user's layer-0 input is the unknown-user vector (plus its projected features), so a training user is
+  embedded from its items exactly as a new user is from its history (the two paths give the same scores,
+  tested), and the item layers never read per-user ids that a new user lacks. With ids, a new user is
+  embedded by layers trained mostly on users that had one (1 - ``user_id_dropout`` of them).
 """
 
 from __future__ import annotations
@@ -140,6 +145,8 @@ class GraphSAGE(Recommender):
         user_id_dropout: Probability that a training user's id embedding is replaced by the unknown-user
             vector (teaches the layers to embed users from their items, as new users are).
         reg_weight: Coefficient of the batch L2 term on the batch's id-embedding rows.
+        user_ids: Give users a learned id input; ``False`` uses the unknown-user vector (plus features) for
+            every user, in training and at inference (``user_id_dropout`` then has no effect).
         exclude_target_edges: Sample each batch as if its (user, positive) edges were absent.
         init_std: Standard deviation of the normal initialisation of the id embeddings.
         inference_chunk: Destination nodes per chunk of the full-graph layer-wise inference.
@@ -150,7 +157,8 @@ class GraphSAGE(Recommender):
     inductive_users: ClassVar[bool] = True
     new_users: ClassVar[str] = (
         "inductive: the same SAGE layers embed the user from its history items on the training graph, its "
-        "own layer-0 input being a learned unknown-user vector (trained by user-id dropout) plus its features"
+        "own layer-0 input being a learned unknown-user vector (trained by user-id dropout, or as every "
+        "user's input with user_ids=False) plus its features"
     )
 
     def __init__(
@@ -169,6 +177,7 @@ class GraphSAGE(Recommender):
         exclude_target_edges: bool = True,
         init_std: float = 0.1,
         inference_chunk: int = 16384,
+        user_ids: bool = True,
     ) -> None:
         super().__init__(num_users, num_items)
         if aggregator not in ("mean", "pool"):
@@ -184,6 +193,7 @@ class GraphSAGE(Recommender):
         self.exclude_target_edges = exclude_target_edges
         self.init_std = init_std
         self.inference_chunk = inference_chunk
+        self.user_ids = user_ids
         self.graph = GraphBuffers(ui_edge_index, num_users, num_items)
         self.input = FeatureInput(num_users, num_items, embedding_dim, user_features, item_features)
         self.unknown_user = nn.Parameter(torch.zeros(embedding_dim))
@@ -208,6 +218,7 @@ class GraphSAGE(Recommender):
             exclude_target_edges=exclude_target_edges,
             init_std=init_std,
             inference_chunk=inference_chunk,
+            user_ids=user_ids,
         )
         self.reset_parameters()
 
@@ -244,6 +255,7 @@ class GraphSAGE(Recommender):
             "exclude_target_edges": True,
             "init_std": 0.1,
             "inference_chunk": 16384,
+            "user_ids": True,
         }
 
     @staticmethod
@@ -257,6 +269,7 @@ class GraphSAGE(Recommender):
             "user_id_dropout": trial.suggest_float("user_id_dropout", 0.0, 0.5),
             "reg_weight": trial.suggest_float("reg_weight", 1e-6, 1e-2, log=True),
             "init_std": trial.suggest_float("init_std", 1e-3, 0.2, log=True),
+            "user_ids": trial.suggest_categorical("user_ids", [True, False]),
         }
 
     # -- layers ---------------------------------------------------------------------------------------
@@ -267,18 +280,23 @@ class GraphSAGE(Recommender):
         Args:
             nodes: Joint ids (users ``< U``, items ``U + i``).
             drop_user_ids: Replace user id embeddings by the unknown-user vector with probability
-                ``user_id_dropout`` (drawn from the run's generator).
+                ``user_id_dropout`` (drawn from the run's generator). Without user ids (``user_ids=False``)
+                every user's is replaced, always.
 
         Shapes:
             nodes ``[n]`` -> ``[n, d]``.
         """
         x = self.input.nodes(nodes)
-        if drop_user_ids and self.user_id_dropout > 0:
-            # The id part only: a dropped user keeps its projected features, as a new user has them.
+        is_user = nodes < self.num_users
+        if not self.user_ids:
+            dropped = is_user.nonzero().squeeze(1)
+        elif drop_user_ids and self.user_id_dropout > 0:
             draw = torch.rand(nodes.numel(), generator=self._generator, device=nodes.device)
-            dropped = ((nodes < self.num_users) & (draw < self.user_id_dropout)).nonzero().squeeze(1)
-            x = x.index_add(0, dropped, self.unknown_user - self.input.user_embedding(nodes[dropped]))
-        return x
+            dropped = (is_user & (draw < self.user_id_dropout)).nonzero().squeeze(1)
+        else:
+            return x
+        # The id part only: a dropped user keeps its projected features, as a new user has them.
+        return x.index_add(0, dropped, self.unknown_user - self.input.user_embedding(nodes[dropped]))
 
     def _between_layers(self, x: Tensor) -> Tensor:
         x = x.relu()
@@ -376,9 +394,10 @@ class GraphSAGE(Recommender):
         scores = (user_out.unsqueeze(1) * item_out).sum(-1)
         value = ranking_loss(scores[:, 0], scores[:, 1:], loss=loss, temperature=temperature)
         if self.reg_weight > 0:
-            value = value + self.reg_weight * batch_l2(
-                self.input.user_embedding(users), self.input.item_embedding(items), batch_size=b
-            )
+            rows = [self.input.item_embedding(items)]
+            if self.user_ids:
+                rows.insert(0, self.input.user_embedding(users))
+            value = value + self.reg_weight * batch_l2(*rows, batch_size=b)
         return value
 
     def candidate_scorer(self) -> ScoreFn:

@@ -170,6 +170,48 @@ def test_history_of_own_items_ranks_like_the_trained_user(data, trained):
     assert overlap > 0.6
 
 
+@pytest.mark.parametrize("aggregator", ["mean", "pool"])
+def test_without_user_ids_a_training_user_is_scored_as_a_new_user_with_its_items(data, aggregator):
+    _, split, graphs = data
+    assert graphs.user_features is not None  # the new-user path must carry them too
+    config = TrainConfig(
+        model="graphsage",
+        hparams={"user_ids": False, "aggregator": aggregator, "fan_outs": "5,5", "embedding_dim": 16},
+        epochs=2,
+        batch_size=256,
+        lr=1e-2,
+        progress=False,
+        device="cpu",
+        seed=3,
+    )
+    model = train(graphs, split, config).model
+    assert model.unknown_user.abs().sum() > 0  # trained: it is every user's input
+    csr = graphs.user_item_csr()
+    users = list(range(0, 60, 3))
+    rows = [csr.col_indices()[csr.crow_indices()[u] : csr.crow_indices()[u + 1]].tolist() for u in users]
+    history = History.from_lists(rows, user_features=graphs.user_features[users])
+    with model.inference():
+        known = model.score_users(torch.tensor(users))
+        replay = model.score_history(history)
+    assert torch.allclose(known, replay, atol=1e-5)
+    # No user id is read anywhere: other id embeddings leave every score as it was.
+    with torch.no_grad():
+        model.input.user_embedding.weight.normal_()
+    with model.inference():
+        assert torch.allclose(model.score_users(torch.tensor(users)), known, atol=1e-6)
+
+
+def test_with_user_ids_a_training_user_is_not_scored_as_a_new_user(data, trained):
+    _, _, graphs = data
+    model = trained.model
+    csr = graphs.user_item_csr()
+    users = list(range(0, 60, 3))
+    rows = [csr.col_indices()[csr.crow_indices()[u] : csr.crow_indices()[u + 1]].tolist() for u in users]
+    history = History.from_lists(rows, user_features=graphs.user_features[users])
+    with model.inference():
+        assert not torch.allclose(model.score_users(torch.tensor(users)), model.score_history(history))
+
+
 def test_user_features_reach_new_users():
     graphs = random_graphs()
     features = torch.randn(graphs.num_users, 3)
