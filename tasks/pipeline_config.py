@@ -187,8 +187,7 @@ class PipelineParams(BaseModel):
     train_space: dict[str, list[Any]] | None = Field(
         default=None,
         title="Searched training settings",
-        description='Training settings Optuna searches, e.g. {"negative_sampler": ["uniform", "hard"]}; '
-        "empty: each model's own (sampler, pool, negatives, loss, batch size with lr); {}: none.",
+        description='Training settings Optuna searches, e.g. {"loss": ["bpr", "softmax"]}; empty: the model\'s.',
     )
     pruner: Literal["asha", "hyperband", "median", "none"] = Field(
         default="asha",
