@@ -187,7 +187,8 @@ class PipelineParams(BaseModel):
     train_space: dict[str, list[Any]] | None = Field(
         default=None,
         title="Searched training settings",
-        description='Training settings Optuna searches, e.g. {"loss": ["bpr", "softmax"]}; empty: the model\'s.',
+        description='Training settings Optuna searches, e.g. {"loss": ["bpr", "softmax"]}; '
+        "empty: the model's own.",
     )
     pruner: Literal["asha", "hyperband", "median", "none"] = Field(
         default="asha",
