@@ -2,10 +2,12 @@
 
 One study per (dataset fingerprint, split, model, trial settings), stored durably (SQLite under the data
 folder by default, any SQLAlchemy URL), so a study resumes across runs and can be shared by several
-workers. The sampler is TPE, seeded; a median pruner is fed the validation metric after every validation
-epoch, so poor trials stop early.
+workers. The sampler is TPE, seeded; the pruner (ASHA on epochs by default, :func:`make_pruner`) is fed
+the validation metric after every validation epoch, so poor trials stop early. The first trial of a study
+is the model's known-good point (:func:`prior_params`), so the search starts from the recipe found by hand.
 The search space is the model's own (:meth:`models.base.Recommender.search_space`), merged over its defaults,
-plus, when a ``train_space`` is given, categorical choices of training settings (the negative sampler and
+plus, when a ``train_space`` is given (the pipeline gives each model's own, :meth:`models.base.Recommender.
+train_space`, unless told otherwise), categorical choices of training settings (the negative sampler and
 its pool, the loss, the learning rate...): on HetRec Last.fm the negative sampler moved LightGCN's
 validation NDCG@10 more than any model hyperparameter did (benchmarks/RESULTS.md). Those trial parameters
 are named ``train.<field>`` and come back in :attr:`TuneResult.best_train`.
