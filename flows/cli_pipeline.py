@@ -98,7 +98,8 @@ ThreadsOption = Annotated[
 TRAIN_SPACE_HELP = (
     "Training settings Optuna searches beside the model's hyperparameters, as JSON: a field to the values "
     'to try, e.g. \'{"negative_sampler": ["uniform", "hard"], "sampler_pool_size": [16, 32, 64]}\'. '
-    f"Fields: {', '.join(sorted(SEARCHABLE_TRAIN_FIELDS))}."
+    f"Fields: {', '.join(sorted(SEARCHABLE_TRAIN_FIELDS))} (lr_scale: a factor on --lr that grows with the "
+    "square root of the batch size). Default: each model's own space; '{}' searches none."
 )
 RUN_HELP = (
     "Run train-and-promote end to end: validate, tune, train, evaluate, register, promote.\n\n"
@@ -138,6 +139,8 @@ class PipelineOptions:
     trials: int | None = None
     timeout: float | None = None
     epochs: int | None = None
+    patience: int | None = None
+    pruner: str | None = None
     lr: float | None = None
     batch_size: int | None = None
     metric: str | None = None
@@ -178,6 +181,8 @@ class PipelineOptions:
             "n_trials": self.trials,
             "timeout_s": self.timeout,
             "epochs": self.epochs,
+            "patience": self.patience,
+            "pruner": self.pruner,
             "lr": self.lr,
             "batch_size": self.batch_size,
             "metric": self.metric,
@@ -405,6 +410,18 @@ def _pipeline_command(kind: Literal["train-and-promote", "retrain"]) -> Callable
         epochs: Annotated[
             int | None, typer.Option("--epochs", min=1, help="Epoch cap per training run.")
         ] = None,
+        patience: Annotated[
+            int | None,
+            typer.Option("--patience", min=1, help="Validations without improvement before a run stops."),
+        ] = None,
+        pruner: Annotated[
+            str | None,
+            typer.Option(
+                "--pruner",
+                help="How bad trials stop early: asha (default) or hyperband (successive halving on epochs), "
+                "median, none.",
+            ),
+        ] = None,
         lr: Annotated[float | None, typer.Option("--lr", min=0.0, help="Adam learning rate.")] = None,
         batch_size: Annotated[
             int | None, typer.Option("--batch-size", min=1, help="Training pairs per step.")
@@ -470,6 +487,8 @@ def _pipeline_command(kind: Literal["train-and-promote", "retrain"]) -> Callable
             trials=trials,
             timeout=timeout,
             epochs=epochs,
+            patience=patience,
+            pruner=pruner,
             lr=lr,
             batch_size=batch_size,
             metric=metric,

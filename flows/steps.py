@@ -172,6 +172,7 @@ def tune_model(
     callbacks: list[Any],
     train_space: dict[str, list[Any]] | None = None,
     source: dict[str, Any] | None = None,
+    pruner: str | None = None,
 ) -> TuneResult:
     """Run the model's Optuna study (it resumes from its storage, so no Prefect cache).
 
@@ -179,7 +180,7 @@ def tune_model(
     ``tune-<model>`` follows the trials done; on a terminal a progress bar shows them too. ``source``
     (the data and split settings) is recorded in the study, so ``gnnrec tune-worker`` can join it.
     """
-    from tasks.tune import tune
+    from tasks.tune import DEFAULT_PRUNER, tune
 
     get_run_logger().info(
         "%s tunes in Optuna study %s (join with: gnnrec tune-worker --study %s --storage URL)",
@@ -203,6 +204,7 @@ def tune_model(
             train_space=train_space,
             progress=progress,
             source=source,
+            pruner=DEFAULT_PRUNER if pruner is None else pruner,
         )
 
 
@@ -347,6 +349,7 @@ def model_branch(
     metric: str,
     threads: int | None,
     source: dict[str, Any] | None = None,
+    pruner: str | None = None,
 ) -> ModelBranch:
     """One model's whole chain in one worker: tune -> train the best -> test -> register.
 
@@ -378,6 +381,7 @@ def model_branch(
         callbacks=callbacks,
         train_space=train_space,
         source=source,
+        pruner=pruner,
     )
     trained = train_model(
         graphs, split, final_train_config(base_config, tuned, warm_start), dataset.fingerprint

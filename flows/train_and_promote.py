@@ -224,7 +224,7 @@ def _models(
     base = {f: params.train_config(f, metric) for f in families}
     studies = {
         f: study_name(
-            dataset.fingerprint, split_key(split), f, trial_settings_key(base[f], params.train_space)
+            dataset.fingerprint, split_key(split), f, trial_settings_key(base[f], params.train_space_for(f))
         )
         for f in families
     }
@@ -366,7 +366,8 @@ def _branches_on_workers(
                                 settings, model_run_id=children[family], family=family, lineage=lineage
                             )
                         ],
-                        "train_space": params.train_space,
+                        "train_space": params.train_space_for(family),
+                        "pruner": params.pruner,
                         "source": study_source(params),
                         "ks": ks,
                         "metric": metric,
@@ -425,7 +426,8 @@ def _stages_in_flow(
                 timeout_s=params.timeout_s,
                 seed=params.seed,
                 warm_start=warm[f],
-                train_space=params.train_space,
+                train_space=params.train_space_for(f),
+                pruner=params.pruner,
                 callbacks=[trial_logger(settings, model_run_id=children[f], family=f, lineage=lineage)],
                 source=study_source(params),
             )

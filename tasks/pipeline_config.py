@@ -184,18 +184,24 @@ class PipelineParams(BaseModel):
         title="Warm start",
         description="Try each model's best known hyperparameters (its study's, else the registry's) first.",
     )
-    train_space: dict[str, list[Any]] = Field(
-        default_factory=dict,
+    train_space: dict[str, list[Any]] | None = Field(
+        default=None,
         title="Searched training settings",
-        description='Training settings Optuna searches, e.g. {"negative_sampler": ["uniform", "hard"]}.',
+        description='Training settings Optuna searches, e.g. {"loss": ["bpr", "softmax"]}; '
+        "empty: the model's own.",
+    )
+    pruner: Literal["asha", "hyperband", "median", "none"] = Field(
+        default="asha",
+        title="Pruner",
+        description="How bad trials stop early: asha or hyperband (halving on epochs), median or none.",
     )
 
     @field_validator("train_space")
     @classmethod
-    def _train_space_searchable(cls, value: dict[str, list[Any]]) -> dict[str, list[Any]]:
+    def _train_space_searchable(cls, value: dict[str, list[Any]] | None) -> dict[str, list[Any]] | None:
         from tasks.tune import check_train_space
 
-        return check_train_space(value)
+        return None if value is None else check_train_space(value)
 
     @field_validator("models")
     @classmethod
@@ -275,6 +281,18 @@ class PipelineParams(BaseModel):
         used when :attr:`metric` is empty, is added (``ndcg@50`` adds 50).
         """
         return tuple(sorted({*self.ks, int(metric.partition("@")[2])}))
+
+    def train_space_for(self, family: str) -> dict[str, list[Any]]:
+        """The training settings Optuna searches for ``family``.
+
+        :attr:`train_space` when given (``{}`` searches none), else the model's own
+        (:meth:`models.base.Recommender.train_space`).
+        """
+        if self.train_space is not None:
+            return dict(self.train_space)
+        from models import get_model
+
+        return get_model(family).train_space()
 
     def train_config(self, family: str, metric: str) -> TrainConfig:
         """The base training configuration of ``family`` in this run (tuning searches over its hparams).

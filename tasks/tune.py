@@ -2,10 +2,12 @@
 
 One study per (dataset fingerprint, split, model, trial settings), stored durably (SQLite under the data
 folder by default, any SQLAlchemy URL), so a study resumes across runs and can be shared by several
-workers. The sampler is TPE, seeded; a median pruner is fed the validation metric after every validation
-epoch, so poor trials stop early.
+workers. The sampler is TPE, seeded; the pruner (ASHA on epochs by default, :func:`make_pruner`) is fed
+the validation metric after every validation epoch, so poor trials stop early. The first trial of a study
+is the model's known-good point (:func:`prior_params`), so the search starts from the recipe found by hand.
 The search space is the model's own (:meth:`models.base.Recommender.search_space`), merged over its defaults,
-plus, when a ``train_space`` is given, categorical choices of training settings (the negative sampler and
+plus, when a ``train_space`` is given (the pipeline gives each model's own, :meth:`models.base.Recommender.
+train_space`, unless told otherwise), categorical choices of training settings (the negative sampler and
 its pool, the loss, the learning rate...): on HetRec Last.fm the negative sampler moved LightGCN's
 validation NDCG@10 more than any model hyperparameter did (benchmarks/RESULTS.md). Those trial parameters
 are named ``train.<field>`` and come back in :attr:`TuneResult.best_train`.
@@ -83,8 +85,25 @@ SEARCHABLE_TRAIN_FIELDS = frozenset(
         "sampling",
         "sampler_alpha",
         "sampler_pool_size",
+        "lr_scale",
     }
 )
+
+#: The searchable setting that is not a ``TrainConfig`` field: a factor on the run's learning rate that moves
+#: with the batch size (:func:`with_train_settings`), so that the two are searched together.
+LR_SCALE = "lr_scale"
+
+#: The pruners a study can use. ``asha``: successive halving on epochs (Optuna's asynchronous
+#: ``SuccessiveHalvingPruner``), a trial goes on past a rung only when it is in the top third of the trials
+#: that reached it; ``hyperband``: the same over several brackets of first rungs; ``median``: stop a trial
+#: below the median of earlier trials at the same epoch; ``none``: run every trial to its end.
+PRUNERS = ("asha", "hyperband", "median", "none")
+
+#: The default pruner: multi-fidelity on epochs, so that a bad trial costs a few epochs, not a run.
+DEFAULT_PRUNER = "asha"
+
+#: The reduction factor of ``asha`` and ``hyperband``: a third of the trials go on at each rung.
+REDUCTION_FACTOR = 3
 
 
 def check_train_space(space: Mapping[str, Sequence[Any]]) -> dict[str, list[Any]]:
@@ -111,6 +130,10 @@ def check_train_space(space: Mapping[str, Sequence[Any]]) -> dict[str, list[Any]
         for value in choices:
             if value is not None and not isinstance(value, (bool, int, float, str)):
                 raise ValueError(f"train_space: '{name}' values must be numbers or strings, got {value!r}")
+            if name == LR_SCALE:
+                if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+                    raise ValueError(f"train_space: {value!r} is not a valid 'lr_scale': a positive number")
+                continue
             try:
                 TrainConfig.model_validate({name: value})
             except ValidationError as err:
@@ -129,10 +152,24 @@ def split_params(params: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, A
 def with_train_settings(
     config: TrainConfig, hparams: Mapping[str, Any], settings: Mapping[str, Any]
 ) -> TrainConfig:
-    """``config`` with these model hyperparameters and training settings (the settings validated)."""
+    """``config`` with these model hyperparameters and training settings (the settings validated).
+
+    ``lr_scale`` (:data:`LR_SCALE`) sets the learning rate from ``config``'s own learning rate and batch
+    size: ``lr = config.lr * lr_scale * sqrt(batch_size / config.batch_size)`` (the square-root scaling
+    rule for Adam, Malladi et al., NeurIPS 2022), with ``lr`` and ``batch_size`` those of ``settings`` when
+    they are given there. So the batch size and the learning rate are searched together: a larger batch
+    takes a larger step at the same ``lr_scale``.
+    """
     if not settings:
         return config.model_copy(update={"hparams": dict(hparams)})
-    return type(config).model_validate({**config.model_dump(), **settings, "hparams": dict(hparams)})
+    chosen = dict(settings)
+    scale = chosen.pop(LR_SCALE, None)
+    merged = {**config.model_dump(), **chosen, "hparams": dict(hparams)}
+    if scale is not None:
+        merged["lr"] = (
+            float(merged["lr"]) * float(scale) * math.sqrt(merged["batch_size"] / config.batch_size)
+        )
+    return type(config).model_validate(merged)
 
 
 @dataclass(frozen=True)
@@ -154,6 +191,9 @@ class TuneResult:
         n_pruned: Pruned trials in the study.
         seconds: Wall time of this call.
         warm_started: Whether known-good hyperparameters were enqueued as the first new trial.
+        prior_enqueued: Whether the model's known-good point (:meth:`models.base.Recommender.search_prior`)
+            was enqueued (it runs unless the study already holds it).
+        pruner: The pruner the study ran with (:data:`PRUNERS`).
     """
 
     study_name: str
@@ -169,6 +209,8 @@ class TuneResult:
     n_pruned: int = 0
     seconds: float = 0.0
     warm_started: bool = False
+    prior_enqueued: bool = False
+    pruner: str = DEFAULT_PRUNER
 
 
 @dataclass(frozen=True)
@@ -222,6 +264,7 @@ class _Tally:
     finished: int = 0
     best: float | None = None
     epoch: int = 0
+    epoch_seconds: list[float] = field(default_factory=list)
 
 
 #: ``TrainConfig`` fields that do not change what a trial measures (or that the trial itself chooses).
@@ -277,13 +320,53 @@ def worker_seed(seed: int, worker: int) -> int:
     return int.from_bytes(digest[:4], "big") & 0x7FFFFFFF
 
 
-def open_study(name: str, storage: str | None, seed: int) -> optuna.Study:
-    """Create or load the study ``name`` (maximising) with a seeded TPE sampler and a median pruner.
+def first_rung(max_epochs: int) -> int:
+    """The first rung of ``asha`` and ``hyperband``: the epoch where the first trials are compared.
+
+    ``max_epochs // 27`` (at least 1), so that four rungs (27x, 9x, 3x and 1x that) fit in the epoch cap,
+    Hyperband's own layout with a reduction factor of 3: 300 epochs give rungs at 11, 33, 99 and 297.
+    """
+    return max(1, max_epochs // REDUCTION_FACTOR**3)
+
+
+def make_pruner(name: str, max_epochs: int) -> optuna.pruners.BasePruner:
+    """The Optuna pruner ``name`` (:data:`PRUNERS`) for trials of at most ``max_epochs`` epochs.
+
+    The steps are epochs: :func:`tune` reports the validation metric at each validated epoch, numbered
+    from 1, so the rungs of ``asha`` and ``hyperband`` are epoch counts (:func:`first_rung`).
+
+    Raises:
+        ValueError: An unknown name.
+    """
+    import optuna
+
+    if name == "asha":
+        return optuna.pruners.SuccessiveHalvingPruner(
+            min_resource=first_rung(max_epochs), reduction_factor=REDUCTION_FACTOR
+        )
+    if name == "hyperband":
+        return optuna.pruners.HyperbandPruner(
+            min_resource=first_rung(max_epochs),
+            max_resource=max(max_epochs, first_rung(max_epochs)),
+            reduction_factor=REDUCTION_FACTOR,
+        )
+    if name == "median":
+        return optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=2)
+    if name == "none":
+        return optuna.pruners.NopPruner()
+    raise ValueError(f"unknown pruner {name!r}: choose among {', '.join(PRUNERS)}")
+
+
+def open_study(
+    name: str, storage: str | None, seed: int, *, pruner: str = DEFAULT_PRUNER, max_epochs: int = 400
+) -> optuna.Study:
+    """Create or load the study ``name`` (maximising) with a seeded TPE sampler and the pruner ``pruner``.
 
     An RDB storage is opened with the trial heartbeat on (:func:`tasks.study_storage.open_storage`), so the
     trial of a worker that dies is marked ``FAIL`` by the next worker that looks. The TPE sampler's
     ``constant_liar`` (Optuna's default) keeps concurrent workers from sampling beside each other's running
-    trials.
+    trials. The pruner is not stored with the study: each process opens it with its own (:func:`make_pruner`
+    of ``max_epochs``, the trials' epoch cap).
     """
     import optuna
 
@@ -295,8 +378,43 @@ def open_study(name: str, storage: str | None, seed: int) -> optuna.Study:
         direction="maximize",
         load_if_exists=True,
         sampler=optuna.samplers.TPESampler(seed=seed, n_startup_trials=5),
-        pruner=optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=2),
+        pruner=make_pruner(pruner, max_epochs),
     )
+
+
+def prior_params(model_cls: Any, space: Mapping[str, Sequence[Any]], base: TrainConfig) -> dict[str, Any]:
+    """The trial parameters of the model's known-good point (:meth:`models.base.Recommender.search_prior`).
+
+    Model hyperparameters: the prior's, else the model's defaults, each only where the search space holds
+    it (inside a range, among the choices). Training settings (``train.<field>``) for each field of
+    ``space``: the prior's value, else the run's own (``base``; 1.0 for ``lr_scale``), when it is among the
+    choices. A parameter left out is drawn by the sampler.
+    """
+    from models.base import describe_search_space
+
+    prior = model_cls.search_prior()
+    defaults = {**model_cls.default_hparams(), **base.hparams}
+    params: dict[str, Any] = {}
+    for name, spec in describe_search_space(model_cls).items():
+        value = prior.hparams.get(name, defaults.get(name))
+        if value is not None and _fits(value, spec):
+            params[name] = value
+    for name, choices in space.items():
+        value = prior.train.get(name, 1.0 if name == LR_SCALE else getattr(base, name, None))
+        if value in choices:
+            params[TRAIN_PREFIX + name] = value
+    return params
+
+
+def _fits(value: Any, spec: Mapping[str, Any]) -> bool:
+    """Whether ``value`` lies in a search-space entry of :func:`models.base.describe_search_space`."""
+    if spec["type"] == "categorical":
+        return value in spec["choices"]
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    if spec["type"] == "int" and not float(value).is_integer():
+        return False
+    return bool(spec["low"] <= value <= spec["high"])
 
 
 def _without_test(split: Split) -> Split:
@@ -420,6 +538,8 @@ def tune(
     worker: int = 0,
     source: Mapping[str, Any] | None = None,
     poll_s: float = POLL_S,
+    pruner: str = DEFAULT_PRUNER,
+    prior: bool = True,
 ) -> TuneResult:
     """Tune ``base_config.model`` on the validation part.
 
@@ -456,6 +576,14 @@ def tune(
             recorded in the study with ``base_config``, ``train_space`` and ``seed``
             (:data:`OBJECTIVE_ATTR`), so that ``gnnrec tune-worker --study NAME`` can join it.
         poll_s: Seconds between looks at the storage while other workers' trials fill the budget.
+        pruner: How trials are stopped early (:data:`PRUNERS`, :func:`make_pruner`); recorded in the study
+            for the workers that join it.
+        prior: Enqueue the model's known-good point (:func:`prior_params`) so that it is evaluated first
+            (after ``warm_start``), then explore.
+
+    Time: with ``timeout_s``, no trial starts after it, none starts when the time left would not reach the
+    first rung (:func:`first_rung` epochs at the pace measured so far), and a running trial stops after the
+    epoch that passes it (``max_seconds``) and counts with its best validation so far.
 
     Returns:
         The best parameters and value (read from the storage: the study's best, whichever worker found it),
@@ -479,7 +607,11 @@ def tune(
     started = time.perf_counter()
     model_cls = get_model(base_config.model)
     metric = base_config.metric
-    optuna_study = open_study(study, storage, worker_seed(seed, worker))
+    if pruner not in PRUNERS:
+        raise ValueError(f"unknown pruner {pruner!r}: choose among {', '.join(PRUNERS)}")
+    optuna_study = open_study(
+        study, storage, worker_seed(seed, worker), pruner=pruner, max_epochs=base_config.epochs
+    )
     space = check_train_space(train_space or {})
     finished_before = finished_trials(optuna_study)
     if n_trials is None:
@@ -499,6 +631,7 @@ def tune(
                 "train": base_config.model_dump(mode="json", exclude={"progress"}),
                 "train_space": space,
                 "seed": seed,
+                "pruner": pruner,
             },
         )
     to_run = max(0, target - finished_before)
@@ -510,12 +643,19 @@ def tune(
         if params:
             optuna_study.enqueue_trial(params, skip_if_exists=True)
             warm = True
+    prior_queued = False
+    if prior and to_run > 0:
+        known_point = prior_params(model_cls, space, base_config)
+        if known_point:
+            optuna_study.enqueue_trial(known_point, skip_if_exists=True)
+            prior_queued = True
     tuning_split = _without_test(split)
     owner = Owner.current().as_attr()
     known_values = [
         t.value for t in optuna_study.trials if t.state.name == "COMPLETE" and t.value is not None
     ]
     tally = _Tally(best=max(known_values) if known_values else None)
+    deadline = None if timeout_s is None else time.monotonic() + timeout_s
 
     def report(event: str, trial: int, **fields: Any) -> None:
         if progress is not None:
@@ -562,18 +702,26 @@ def tune(
             name: trial.suggest_categorical(TRAIN_PREFIX + name, choices) for name, choices in space.items()
         }
         config = with_train_settings(base_config, hparams, settings)
+        if deadline is not None:  # stop cleanly, after an epoch, when the tuning time is up
+            left = max(deadline - time.monotonic(), 1e-3)
+            cap = left if config.max_seconds is None else min(config.max_seconds, left)
+            config = config.model_copy(update={"max_seconds": cap})
         history: list[dict[str, Any]] = []
+        trial_started = time.monotonic()
 
         def on_epoch(epoch: int, values: dict[str, float]) -> None:
             history.append(_json_safe({"epoch": epoch, **values}))
             trial.set_user_attr("history", history)
             value = _metric_value(values, metric)
             tally.epoch = epoch
+            tally.epoch_seconds.append((time.monotonic() - trial_started) / max(epoch, 1))
             report("evaluation", trial.number, epoch=epoch, value=value)
             if value is None or not math.isfinite(value):
                 return
             trial.report(value, epoch)
-            if trial.should_prune():
+            # A closed-form model is fitted once: there are no epochs left to save, and a pruned trial
+            # would not count as a candidate.
+            if not model_cls.closed_form and trial.should_prune():
                 raise optuna.TrialPruned(f"pruned at epoch {epoch} with {metric} = {value:.4f}")
 
         trained = trainer(graphs, tuning_split, config, on_epoch=on_epoch)
@@ -600,9 +748,15 @@ def tune(
             tally.best = trial.value if tally.best is None else max(tally.best, trial.value)
         report("trial", trial.number, epoch=tally.epoch, value=value, state=trial.state.name)
 
-    deadline = None if timeout_s is None else time.monotonic() + timeout_s
+    rung_epochs = first_rung(base_config.epochs) if pruner in ("asha", "hyperband") else 1
 
     def room_left(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        if deadline is not None and tally.epoch_seconds:
+            # A trial that cannot reach its first comparison in the time left would measure nothing useful.
+            pace = float(np.median(tally.epoch_seconds[-50:]))
+            if deadline - time.monotonic() < pace * rung_epochs:
+                study.stop()
+                return
         if not wait_for_room(study, target, deadline=deadline, poll_s=poll_s):
             study.stop()
 
@@ -663,6 +817,8 @@ def tune(
         n_pruned=sum(t.state.name == "PRUNED" for t in trials),
         seconds=time.perf_counter() - started,
         warm_started=warm,
+        prior_enqueued=prior_queued,
+        pruner=pruner,
     )
 
 

@@ -45,6 +45,8 @@ class StudyObjective:
         base: The base training configuration (the model family, epochs, metric, seed...).
         train_space: The searched training settings.
         seed: The study's sampler seed (each worker derives its own, :func:`tasks.tune.worker_seed`).
+        pruner: The study's pruner (:data:`tasks.tune.PRUNERS`; ``median`` for a study that records none,
+            made before the choice existed).
         budget: Finished trials the study should hold, or ``None`` when it records none.
     """
 
@@ -56,6 +58,7 @@ class StudyObjective:
     train_space: dict[str, list[Any]]
     seed: int
     budget: int | None
+    pruner: str = "median"
 
 
 def objective_source(
@@ -95,6 +98,7 @@ def read_objective(study: optuna.Study) -> StudyObjective:
         train_space={k: list(v) for k, v in dict(recorded.get("train_space") or {}).items()},
         seed=int(recorded.get("seed", 0)),
         budget=study_budget(study),
+        pruner=str(recorded.get("pruner", "median")),
     )
 
 
@@ -216,6 +220,7 @@ def join_study(
         progress=progress,
         worker=worker,
         poll_s=POLL_S if poll_s is None else poll_s,
+        pruner=objective.pruner,
     )
 
 
@@ -252,7 +257,8 @@ def start_study(
         min_interactions=params.min_interactions,
     )
     base = params.train_config(model, params.metric or "ndcg@20")
-    name = _study_name_of(prepared, base, params.train_space)
+    space = params.train_space_for(model)
+    name = _study_name_of(prepared, base, space)
     return tune(
         prepared.graphs,
         prepared.split,
@@ -263,7 +269,8 @@ def start_study(
         extra_trials=params.extra_trials,
         timeout_s=params.timeout_s,
         seed=params.seed,
-        train_space=params.train_space,
+        train_space=space,
+        pruner=params.pruner,
         progress=progress,
         worker=worker,
         source=objective_source(

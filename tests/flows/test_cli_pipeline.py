@@ -189,6 +189,17 @@ def test_run_rejects_a_bad_train_space_before_any_work(space: str, message: str,
     assert not (tmp_path / "store").exists()
 
 
+def test_run_takes_the_pruner_and_the_patience_and_refuses_an_unknown_pruner(tmp_path: Path) -> None:
+    import yaml
+
+    shown = yaml.safe_load(invoke("run", "--pruner", "hyperband", "--patience", "7", "--show-config").stdout)
+    assert (shown["pruner"], shown["patience"]) == ("hyperband", 7)
+    assert yaml.safe_load(invoke("run", "--show-config").stdout)["pruner"] == "asha"
+    result = invoke("run", "--pruner", "bogus", "--mlflow-config", str(write_settings(tmp_path)))
+    assert result.exit_code == 2 and "pruner" in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "store").exists()
+
+
 @pytest.mark.parametrize(
     ("root", "own", "expected"),
     [

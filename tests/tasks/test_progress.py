@@ -31,6 +31,7 @@ def test_tune_calls_back_per_evaluation_and_per_trial(tmp_path: Path) -> None:
         seed=1,
         train_fn=trainer,
         progress=events.append,
+        pruner="median",  # it waits for two trials, so the first two run every epoch
     )
     kinds = [(e.event, e.trial, e.trials_done, e.epoch) for e in events]
     assert kinds == [

@@ -225,7 +225,17 @@ def _victim(storage: str, ready) -> None:
             ready.set()
             time.sleep(600)  # killed here, mid-trial
 
-    tune(None, tiny_split(), base_config(), study="k", storage=storage, n_trials=3, seed=3, train_fn=Hangs())
+    tune(
+        None,
+        tiny_split(),
+        base_config(),
+        study="k",
+        storage=storage,
+        n_trials=3,
+        seed=3,
+        train_fn=Hangs(),
+        pruner="median",  # the survivor's trials are not compared with the killed one's first epoch
+    )
 
 
 @pytest.mark.postgres
@@ -269,6 +279,7 @@ def _worker_on_k(storage: str, out) -> None:
         worker=5,
         poll_s=0.2,
         train_fn=SlowTrainer(0.05),
+        pruner="median",
     )
     out.put((result.n_new_trials, result.n_trials))
 
