@@ -194,3 +194,13 @@ def test_beats_popularity_on_planted_data():
     ours = evaluate(model, split, "test", ks=(10,))["ndcg@10"]
     popularity = popularity_metrics(split, "test", ks=(10,))["ndcg@10"]
     assert ours > 1.2 * popularity
+
+
+def test_the_tuner_starts_from_bspm_published_setting():
+    from tasks.train import TrainConfig
+    from tasks.tune import prior_params
+
+    cls = get_model("graphfilter")
+    params = prior_params(cls, cls.train_space(), TrainConfig(model="graphfilter"))
+    assert params == {"rank": 448, "ideal_weight": 0.2, "sharpen_time": 2.5, "sharpen_order": 4}
+    assert cls.train_space() == {}
