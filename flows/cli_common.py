@@ -448,8 +448,8 @@ def error_boundary(*, as_json: bool = False) -> Iterator[None]:
     (:func:`infrastructure_message`, exit 3); :class:`DataFormatError` (a file cannot be parsed),
     :class:`DatasetNotAvailableError` (files missing or not downloadable), :class:`SplitError` (a split these
     data cannot give), :class:`~tasks.compat.ModelDataMismatchError` (a model needs data the dataset lacks,
-    refused before any tuning), ``pydantic.ValidationError`` (an option out of range) and ``OSError`` (a path that
-    cannot be read or written), exit 2. Anything else is a bug and keeps its traceback.
+    refused before any tuning), ``pydantic.ValidationError`` (an option out of range) and ``OSError`` (a path
+    that cannot be read or written), exit 2. Anything else is a bug and keeps its traceback.
 
     Args:
         as_json: How a broken contract is printed (the command's ``--json``).

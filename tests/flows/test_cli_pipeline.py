@@ -227,7 +227,7 @@ def test_run_threads_follow_the_config_and_keep_the_root_option(
 def test_run_refuses_models_the_data_cannot_feed_up_front_and_names_each(
     prefect_harness, tmp_path: Path, monkeypatch
 ) -> None:
-    """A mix of runnable and unrunnable models: exit 2 before any tuning, one paragraph naming each refusal."""
+    """Runnable and unrunnable models mixed: exit 2 before any tuning, one paragraph naming each refusal."""
     monkeypatch.chdir(tmp_path)
     config = write_settings(tmp_path)
     folder = write_interactions(tmp_path / "plain", duplicates=0)  # interactions only: no friends, no KG
