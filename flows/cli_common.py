@@ -425,9 +425,12 @@ def input_message(exc: BaseException) -> str | None:
     """The one-paragraph message of an unusable input or option (exit 2), or ``None``."""
     from pydantic import ValidationError
 
+    from tasks.compat import ModelDataMismatchError
     from tasks.pipeline_config import RunConfigError
 
-    if isinstance(exc, DataFormatError | DatasetNotAvailableError | SplitError | RunConfigError):
+    if isinstance(
+        exc, DataFormatError | DatasetNotAvailableError | SplitError | RunConfigError | ModelDataMismatchError
+    ):
         return _one_line(exc)
     if isinstance(exc, ValidationError):
         return describe_validation_error(exc)
@@ -444,8 +447,9 @@ def error_boundary(*, as_json: bool = False) -> Iterator[None]:
     ``as_json`` the report as one JSON object, on stdout, exit 1); an infrastructure failure
     (:func:`infrastructure_message`, exit 3); :class:`DataFormatError` (a file cannot be parsed),
     :class:`DatasetNotAvailableError` (files missing or not downloadable), :class:`SplitError` (a split these
-    data cannot give), ``pydantic.ValidationError`` (an option out of range) and ``OSError`` (a path that
-    cannot be read or written), exit 2. Anything else is a bug and keeps its traceback.
+    data cannot give), :class:`~tasks.compat.ModelDataMismatchError` (a model needs data the dataset lacks,
+    refused before any tuning), ``pydantic.ValidationError`` (an option out of range) and ``OSError`` (a path
+    that cannot be read or written), exit 2. Anything else is a bug and keeps its traceback.
 
     Args:
         as_json: How a broken contract is printed (the command's ``--json``).

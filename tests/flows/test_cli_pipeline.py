@@ -232,3 +232,33 @@ def test_run_threads_follow_the_config_and_keep_the_root_option(
         assert seen == [(expected or 2, expected)]  # set here, and passed on for the flow to set and record
     finally:
         torch.set_num_threads(before)
+
+
+@pytest.mark.slow
+def test_run_refuses_models_the_data_cannot_feed_up_front_and_names_each(
+    prefect_harness, tmp_path: Path, monkeypatch
+) -> None:
+    """Runnable and unrunnable models mixed: exit 2 before any tuning, one paragraph naming each refusal."""
+    monkeypatch.chdir(tmp_path)
+    config = write_settings(tmp_path)
+    folder = write_interactions(tmp_path / "plain", duplicates=0)  # interactions only: no friends, no KG
+    result = invoke(
+        "run",
+        *("--dataset", "csv", "--data-dir", str(folder), "--models", "mf,sociallgn,lightgcn,kgat"),
+        *("--trials", "1", "--epochs", "1", "--device", "cpu", "--mlflow-config", str(config)),
+    )
+    assert result.exit_code == 2, result.output
+    message = result.stderr
+    assert "sociallgn cannot run on dataset 'csv': needs social" in message
+    assert "kgat cannot run on dataset 'csv'" in message and "needs kg" in message
+    assert "mf cannot" not in message and "lightgcn cannot" not in message
+    assert "Traceback" not in result.output
+    # refused before any tuning or training: no MLflow run, no registered model, no Optuna study
+    settings = load_mlflow_settings(config)
+    client = MlflowClient(tracking_uri=settings.tracking_uri, registry_uri=settings.tracking_uri)
+    assert client.search_registered_models() == []
+    experiment = client.get_experiment_by_name(settings.experiment_name)
+    assert experiment is None or client.search_runs([experiment.experiment_id]) == []
+    import optuna
+
+    assert optuna.get_all_study_names(settings.study_storage) == []
