@@ -361,6 +361,7 @@ def model_branch(
     from tasks.pipeline_config import final_train_config
     from tasks.report import run_facts
     from tasks.train import set_threads
+    from tasks.tune import reusable_trained
 
     used = set_threads(threads)
     get_run_logger().info(
@@ -383,9 +384,17 @@ def model_branch(
         source=source,
         pruner=pruner,
     )
-    trained = train_model(
-        graphs, split, final_train_config(base_config, tuned, warm_start), dataset.fingerprint
-    )
+    final_config = final_train_config(base_config, tuned, warm_start)
+    trained = reusable_trained(tuned, final_config)
+    if trained is None:
+        trained = train_model(graphs, split, final_config, dataset.fingerprint)
+    else:
+        get_run_logger().info(
+            "%s: the best trial (%d) trained this very configuration to its end; its model is kept, "
+            "not trained again",
+            base_config.model,
+            tuned.best_trial,
+        )
     tested = evaluate_model(trained, split, "test", ks)
     version = register_model(
         settings,

@@ -194,6 +194,9 @@ class TuneResult:
         prior_enqueued: Whether the model's known-good point (:meth:`models.base.Recommender.search_prior`)
             was enqueued (it runs unless the study already holds it).
         pruner: The pruner the study ran with (:data:`PRUNERS`).
+        best_trained: The best trial's trained model when this call ran that trial itself (``None`` when
+            another worker or an earlier run did): :func:`reusable_trained` lets the pipeline keep it
+            instead of training the same configuration again.
     """
 
     study_name: str
@@ -211,6 +214,24 @@ class TuneResult:
     warm_started: bool = False
     prior_enqueued: bool = False
     pruner: str = DEFAULT_PRUNER
+    best_trained: TrainedModel | None = field(default=None, compare=False, repr=False)
+
+
+def reusable_trained(tuned: TuneResult, config: TrainConfig) -> TrainedModel | None:
+    """The best trial's model when it is exactly what training ``config`` again would give, else ``None``.
+
+    A trial trains with the run's configuration and seed, the searched choices and a time cap; training the
+    final model with the chosen configuration repeats it epoch for epoch (seeded, deterministic on one
+    device). So the trial's model (its best-validation state) is kept when its configuration equals
+    ``config`` apart from the time cap and the cap did not stop it (a trial cut short by the tuning
+    deadline would have trained longer). The returned model carries ``config`` as its configuration.
+    """
+    kept = tuned.best_trained
+    if kept is None or kept.stop_reason == "max_seconds":
+        return None
+    if kept.config.model_copy(update={"max_seconds": config.max_seconds}) != config:
+        return None
+    return dataclasses.replace(kept, config=config)
 
 
 @dataclass(frozen=True)
@@ -692,6 +713,8 @@ def tune(
             report("trial", trial.number, epoch=tally.epoch, state="FAIL")
             raise
 
+    keep: dict[str, Any] = {}
+
     def run_trial(trial: optuna.Trial) -> float:
         # The owner lets a later run close this trial if the process dies while it runs (tasks.reconcile).
         trial.set_user_attr(TRIAL_OWNER_ATTR, owner)
@@ -725,6 +748,7 @@ def tune(
                 raise optuna.TrialPruned(f"pruned at epoch {epoch} with {metric} = {value:.4f}")
 
         trained = trainer(graphs, tuning_split, config, on_epoch=on_epoch)
+        kept_value = keep.get("value")
         trial.set_user_attr("history", [_json_safe(dict(row)) for row in trained.history] or history)
         trial.set_user_attr("best_epoch", int(trained.best_epoch))
         values = dict(trained.best_valid.values) if trained.best_valid is not None else {}
@@ -735,6 +759,9 @@ def tune(
             )
         if not math.isfinite(value):  # Optuna fails such a trial without an error: say why
             trial.set_user_attr(FAIL_REASON_ATTR, f"the validation {metric} is {value}")
+        elif kept_value is None or value > kept_value:
+            # Only the best model this call trained is held (one model in memory at most).
+            keep.update(number=trial.number, value=value, trained=trained)
         return value
 
     def on_trial_end(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
@@ -819,6 +846,7 @@ def tune(
         warm_started=warm,
         prior_enqueued=prior_queued,
         pruner=pruner,
+        best_trained=keep.get("trained") if best is not None and keep.get("number") == best.number else None,
     )
 
 

@@ -311,3 +311,40 @@ def test_closed_form_trials_report_their_single_validation(model: str) -> None:
     rerun = train(graphs, split, config.model_copy(update={"hparams": result.best_hparams}))
     assert rerun.best_valid is not None
     assert rerun.best_valid["ndcg@20"] == pytest.approx(result.best_value)
+
+
+def test_the_best_trials_model_is_kept_and_equals_training_it_again() -> None:
+    """The final model need not be trained twice: the best trial's model is what a retrain gives."""
+    import dataclasses
+
+    import torch
+
+    from tasks.config import SplitConfig
+    from tasks.graphs import build_graphs
+    from tasks.ingest.dataset import build_dataset
+    from tasks.ingest.synthetic import make_synthetic
+    from tasks.pipeline_config import final_train_config
+    from tasks.split import split_dataset
+    from tasks.train import train
+    from tasks.tune import reusable_trained
+
+    dataset = build_dataset(make_synthetic(num_users=40, num_items=60, num_interactions=800, seed=1))
+    split = split_dataset(dataset, SplitConfig(seed=1))
+    graphs = build_graphs(dataset, split)
+    config = TrainConfig(model="mf", epochs=3, progress=False, device="cpu", batch_size=256, seed=3)
+    result = tune(graphs, split, config, study="keep", storage=None, n_trials=3, seed=0, pruner="none")
+    kept = result.best_trained
+    assert kept is not None and kept.best_valid is not None
+    assert kept.best_valid[config.metric] == pytest.approx(result.best_value)
+    final = final_train_config(config, result, None)
+    reused = reusable_trained(result, final)
+    assert reused is not None and reused.config == final and reused.model is kept.model
+    again = train(graphs, split, final)
+    users = torch.arange(graphs.num_users)
+    with reused.model.inference(), again.model.inference():
+        torch.testing.assert_close(reused.model.score_users(users), again.model.score_users(users))
+    # Not reused: a trial the tuning deadline cut short, or any other configuration.
+    cut = dataclasses.replace(result, best_trained=dataclasses.replace(kept, stop_reason="max_seconds"))
+    assert reusable_trained(cut, final) is None
+    assert reusable_trained(result, final.model_copy(update={"epochs": 4})) is None
+    assert reusable_trained(dataclasses.replace(result, best_trained=None), final) is None
