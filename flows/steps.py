@@ -282,14 +282,30 @@ class _TerminalBar:
     cache_policy=_fingerprint_policy(_train_key),
     cache_expiration=CACHE_EXPIRATION,
 )
-def train_model(graphs: Graphs, split: Split, config: TrainConfig, dataset_fingerprint: str) -> TrainedModel:
+def train_model(
+    graphs: Graphs,
+    split: Split,
+    config: TrainConfig,
+    dataset_fingerprint: str,
+    kept: TrainedModel | None = None,
+) -> TrainedModel:
     """Train the final model with the tuned hyperparameters (cached by data, configuration and code).
 
-    Every validation logs one line to the flow run's log.
+    ``kept`` is the best trial's own model when it is exactly what this training would give
+    (:func:`tasks.tune.reusable_trained`): it is returned instead of training again, and cached under the
+    same key (the key ignores ``kept``), so a rerun with nothing changed finds it in the cache. Every
+    validation logs one line to the flow run's log.
     """
     from tasks.train import train
 
     logger = get_run_logger()
+    if kept is not None:
+        logger.info(
+            "%s: the best trial trained this very configuration to its end; its model is kept, not trained "
+            "again",
+            config.model,
+        )
+        return kept
 
     def on_epoch(epoch: int, record: dict[str, float]) -> None:
         logger.info(
@@ -385,16 +401,9 @@ def model_branch(
         pruner=pruner,
     )
     final_config = final_train_config(base_config, tuned, warm_start)
-    trained = reusable_trained(tuned, final_config)
-    if trained is None:
-        trained = train_model(graphs, split, final_config, dataset.fingerprint)
-    else:
-        get_run_logger().info(
-            "%s: the best trial (%d) trained this very configuration to its end; its model is kept, "
-            "not trained again",
-            base_config.model,
-            tuned.best_trial,
-        )
+    trained = train_model(
+        graphs, split, final_config, dataset.fingerprint, kept=reusable_trained(tuned, final_config)
+    )
     tested = evaluate_model(trained, split, "test", ks)
     version = register_model(
         settings,

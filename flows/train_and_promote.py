@@ -411,6 +411,7 @@ def _stages_in_flow(
     from tasks.pipeline_config import final_train_config
     from tasks.register import trial_logger
     from tasks.report import run_facts
+    from tasks.tune import reusable_trained
 
     families = list(params.models)
     tuned = collect(
@@ -434,10 +435,11 @@ def _stages_in_flow(
             for f in families
         }
     )
+    finals = {f: final_train_config(base[f], tuned[f], warm[f]) for f in tuned}
     trained = collect(
         {
             f: t.train_model.submit(
-                graphs, split, final_train_config(base[f], tuned[f], warm[f]), dataset.fingerprint
+                graphs, split, finals[f], dataset.fingerprint, kept=reusable_trained(tuned[f], finals[f])
             )
             for f in tuned
         }

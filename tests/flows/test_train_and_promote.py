@@ -189,3 +189,30 @@ def test_contract_failure_stops_before_training(prefect_harness, tmp_path: Path,
     experiment = client.get_experiment_by_name("gnnrec-test")
     assert experiment is None or client.search_runs([experiment.experiment_id]) == []
     assert not (tmp_path / "store" / "optuna.db").exists()
+
+
+def test_the_best_trials_model_is_registered_without_training_it_again(
+    prefect_harness, tmp_path: Path, monkeypatch
+) -> None:
+    import tasks.train
+    from flows.train_and_promote import train_and_promote
+
+    monkeypatch.chdir(tmp_path)
+    calls: list[str] = []
+    real_train = tasks.train.train
+
+    def counting_train(*args, **kwargs):
+        result = real_train(*args, **kwargs)
+        calls.append(result.stop_reason)
+        return result
+
+    monkeypatch.setattr(tasks.train, "train", counting_train)
+    params = tiny_params(write_settings(tmp_path)).model_copy(
+        update={"models": ("mf",), "n_trials": 1, "pruner": "none"}
+    )
+    state = train_and_promote(params, return_state=True)
+    assert state.is_completed(), state.message
+    # One training in all: the single trial ran to its last epoch, so its model is the final model.
+    assert calls == ["epochs"]
+    client = MlflowClient(tracking_uri=load_mlflow_settings(tmp_path / "mlflow.yml").tracking_uri)
+    assert len(client.search_model_versions("name = 'recsys'")) == 1
