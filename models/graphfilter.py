@@ -40,7 +40,7 @@ import torch
 from torch import Tensor
 
 from models.base import SearchPrior, Trial, register_model
-from models.graphs import csr_from_sorted
+from models.graphs import csr_from_sorted, transpose_csr
 from models.itemitem import ItemItemRecommender, top_n_block, top_n_csr
 
 
@@ -238,12 +238,7 @@ class GraphFilter(ItemItemRecommender):
                 self.norm_values,
                 (self.num_users, self.num_items),
             )
-            coo = norm.to_sparse_coo().t().coalesce()
-            row, col = coo.indices()
-            self._operators = (
-                norm,
-                csr_from_sorted(row, col, coo.values(), (self.num_items, self.num_users)),
-            )
+            self._operators = (norm, transpose_csr(norm))
         return self._operators
 
     def _propagate(self, zt: Tensor) -> Tensor:

@@ -145,3 +145,10 @@ def csr_from_sorted(
             size=size,
             check_invariants=False,  # built sorted and in range above; checking costs a pass over the edges
         )
+
+
+def transpose_csr(matrix: torch.Tensor) -> torch.Tensor:
+    """The transpose of a sparse CSR matrix, as CSR (``[m, n]`` -> ``[n, m]``)."""
+    coo = matrix.to_sparse_coo().t().coalesce()
+    row, col = coo.indices()
+    return csr_from_sorted(row, col, coo.values(), (matrix.shape[1], matrix.shape[0]))

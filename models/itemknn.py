@@ -19,7 +19,7 @@ import torch
 from torch import Tensor
 
 from models.base import Trial, register_model
-from models.graphs import csr_from_sorted
+from models.graphs import transpose_csr
 from models.itemitem import ItemItemRecommender, csr_tensor, top_n_block, top_n_csr
 
 
@@ -138,9 +138,7 @@ class ItemKNN(ItemItemRecommender):
         return self._transposed()
 
     def _transposed(self) -> Tensor:
-        w = self.sparse_weights().to_sparse_coo().t().coalesce()
-        row, col = w.indices()
-        return csr_from_sorted(row, col, w.values(), (self.num_items, self.num_items))
+        return transpose_csr(self.sparse_weights())
 
     def _score_rows(self, rows: Tensor) -> Tensor:
         """``rows @ W`` as ``(W^T rows^T)^T``.
