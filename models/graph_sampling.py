@@ -610,3 +610,39 @@ def random_walk_neighbors(
     total = weights.sum(1, keepdim=True)
     weights = torch.where(total > 0, weights / total.clamp(min=1e-12), weights)
     return neighbors, weights
+
+
+def time_order(
+    ui_edge_index: Tensor, ui_edge_age: Tensor | None, num_items: int
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Each user's training items in time order (the ``older`` context of PinSage and GraphSAGE).
+
+    Returns:
+        ``(edge_keys, time_rank, time_items)``: the sorted unique keys ``user * I + item`` of the pairs (the
+        order of the user CSR), each pair's rank among its user's pairs from oldest (0) to newest (ties by
+        item id), and the user CSR's items reordered oldest first within each user, all long ``[E]``.
+    """
+    if ui_edge_age is None:
+        raise ValueError("a time order needs interaction timestamps (Graphs.ui_edge_age); this data has none")
+    users, items = ui_edge_index[0].long().cpu(), ui_edge_index[1].long().cpu()
+    keys = users * num_items + items
+    age = ui_edge_age.to(torch.float64).cpu()
+    edge_keys, first = _unique_first(keys)
+    users, items, age = users[first], items[first], age[first]
+    # Sort by user, then oldest first (largest age), then item: a stable sort on each key, last key first.
+    by_time = torch.sort(items, stable=True).indices
+    by_time = by_time[torch.sort(-age[by_time], stable=True).indices]
+    by_time = by_time[torch.sort(users[by_time], stable=True).indices]
+    start = torch.searchsorted(users, users)  # first edge of each edge's user (edges are sorted by user)
+    time_rank = torch.empty_like(by_time)
+    time_rank[by_time] = torch.arange(by_time.numel()) - start[by_time]
+    return edge_keys, time_rank, items[by_time]
+
+
+def _unique_first(keys: Tensor) -> tuple[Tensor, Tensor]:
+    """Sorted unique keys and, for each, the position of its first occurrence in ``keys``."""
+    order = torch.sort(keys, stable=True).indices
+    sorted_keys = keys[order]
+    first = torch.ones_like(sorted_keys, dtype=torch.bool)
+    first[1:] = sorted_keys[1:] != sorted_keys[:-1]
+    return sorted_keys[first], order[first]

@@ -27,6 +27,12 @@ setting.
   embedded from its items exactly as a new user is from its history (the two paths give the same scores,
   tested), and the item layers never read per-user ids that a new user lacks. With ids, a new user is
   embedded by layers trained mostly on users that had one (1 - ``user_id_dropout`` of them).
+* **Older context** (``context="older"``, needs interaction timestamps; meant with ``user_ids=False``): in
+  training a user is sampled as if its items from the batch's positive on were not yet there (every edge
+  of the user at or after its earliest positive in the batch is excluded, both directions, every hop), so
+  its embedding comes from what it did before, as a new user of a cold-users split is scored on what it
+  does after its revealed history (see :mod:`models.pinsage` for the measured effect of this order). A
+  user whose positive is its first item keeps the plain exclusion of the batch's pairs.
 """
 
 from __future__ import annotations
@@ -39,7 +45,7 @@ from torch import Tensor, nn
 from torch_geometric.nn import SAGEConv
 
 from models.base import History, Recommender, ScoreFn, Trial, register_model
-from models.graph_sampling import BipartiteCSR, SampledSubgraph, sample_neighbors
+from models.graph_sampling import BipartiteCSR, SampledSubgraph, sample_neighbors, time_order
 from models.layered import FeatureInput
 from models.losses import LossName, batch_l2, ranking_loss
 
@@ -148,8 +154,11 @@ class GraphSAGE(Recommender):
         user_ids: Give users a learned id input; ``False`` uses the unknown-user vector (plus features) for
             every user, in training and at inference (``user_id_dropout`` then has no effect).
         exclude_target_edges: Sample each batch as if its (user, positive) edges were absent.
+        context: ``any`` samples a training user's whole neighbourhood (but the batch's pairs); ``older``
+            only its items older than its earliest positive in the batch (needs ``ui_edge_age``).
         init_std: Standard deviation of the normal initialisation of the id embeddings.
         inference_chunk: Destination nodes per chunk of the full-graph layer-wise inference.
+        ui_edge_age: Age of each pair of ``ui_edge_index`` (same order), for ``context="older"``.
     """
 
     name: ClassVar[str] = "graphsage"
@@ -160,6 +169,9 @@ class GraphSAGE(Recommender):
         "own layer-0 input being a learned unknown-user vector (trained by user-id dropout, or as every "
         "user's input with user_ids=False) plus its features"
     )
+    edge_keys: Tensor
+    time_rank: Tensor
+    time_items: Tensor
 
     def __init__(
         self,
@@ -178,6 +190,8 @@ class GraphSAGE(Recommender):
         init_std: float = 0.1,
         inference_chunk: int = 16384,
         user_ids: bool = True,
+        context: str = "any",
+        ui_edge_age: Tensor | None = None,
     ) -> None:
         super().__init__(num_users, num_items)
         if aggregator not in ("mean", "pool"):
@@ -194,7 +208,20 @@ class GraphSAGE(Recommender):
         self.init_std = init_std
         self.inference_chunk = inference_chunk
         self.user_ids = user_ids
+        if context not in ("any", "older"):
+            raise ValueError(f"context must be 'any' or 'older', got {context!r}")
+        if context == "older" and ui_edge_age is None:
+            raise ValueError(
+                "graphsage context='older' needs interaction timestamps (Graphs.ui_edge_age); data has none"
+            )
+        self.context = context
         self.graph = GraphBuffers(ui_edge_index, num_users, num_items)
+        # Training-only time order of every user's items (empty unless context="older").
+        order = time_order(ui_edge_index, ui_edge_age, num_items) if context == "older" else None
+        empty = torch.zeros(0, dtype=torch.long)
+        self.register_buffer("edge_keys", empty if order is None else order[0], persistent=False)
+        self.register_buffer("time_rank", empty if order is None else order[1], persistent=False)
+        self.register_buffer("time_items", empty if order is None else order[2], persistent=False)
         self.input = FeatureInput(num_users, num_items, embedding_dim, user_features, item_features)
         self.unknown_user = nn.Parameter(torch.zeros(embedding_dim))
         self.convs = nn.ModuleList(
@@ -219,6 +246,7 @@ class GraphSAGE(Recommender):
             init_std=init_std,
             inference_chunk=inference_chunk,
             user_ids=user_ids,
+            context=context,
         )
         self.reset_parameters()
 
@@ -239,6 +267,7 @@ class GraphSAGE(Recommender):
             ui_edge_index=graphs.ui_edge_index,
             user_features=graphs.user_features,
             item_features=graphs.item_features,
+            ui_edge_age=graphs.ui_edge_age,
             **cls.resolve_hparams(hparams),
         )
 
@@ -256,6 +285,7 @@ class GraphSAGE(Recommender):
             "init_std": 0.1,
             "inference_chunk": 16384,
             "user_ids": True,
+            "context": "any",
         }
 
     @staticmethod
@@ -384,7 +414,7 @@ class GraphSAGE(Recommender):
         b = users.numel()
         items = torch.cat([pos.unsqueeze(1), neg], dim=1)  # [B, 1 + K]
         seeds = torch.cat([users, items.reshape(-1) + self.num_users])
-        exclude = torch.stack([users, pos]) if self.exclude_target_edges else None
+        exclude = self.excluded_edges(users, pos)
         sub = sample_neighbors(
             self.graph.csr(), seeds, self.fan_outs, generator=self._generator, exclude_edges=exclude
         )
@@ -399,6 +429,32 @@ class GraphSAGE(Recommender):
                 rows.insert(0, self.input.user_embedding(users))
             value = value + self.reg_weight * batch_l2(*rows, batch_size=b)
         return value
+
+    def excluded_edges(self, users: Tensor, pos: Tensor) -> Tensor | None:
+        """The (user, item) edges a training batch is sampled without, ``[2, X]`` (``None``: none).
+
+        The batch's own pairs (``exclude_target_edges``) and, with ``context="older"``, every edge of a
+        batch user at or after its earliest positive in the batch (in the user's time order).
+
+        Shapes:
+            users ``[B]``, pos ``[B]`` -> ``[2, X]``.
+        """
+        pairs = torch.stack([users, pos]) if self.exclude_target_edges else None
+        if self.context != "older":
+            return pairs
+        edge = torch.searchsorted(self.edge_keys, users * self.num_items + pos)
+        rank = self.time_rank[edge.clamp(max=self.time_rank.numel() - 1)]
+        first = torch.full((self.num_users,), torch.iinfo(torch.long).max, device=users.device)
+        first = first.scatter_reduce(0, users, rank, reduce="amin")
+        batch_users = torch.unique(users)
+        start = self.graph.u_indptr[batch_users] + first[batch_users]
+        count = torch.where(first[batch_users] > 0, self.graph.u_indptr[batch_users + 1] - start, 0)
+        owner = torch.repeat_interleave(batch_users, count)
+        offset = torch.arange(int(count.sum()), device=users.device) - torch.repeat_interleave(
+            torch.cumsum(count, 0) - count, count
+        )
+        newer = torch.stack([owner, self.time_items[torch.repeat_interleave(start, count) + offset]])
+        return newer if pairs is None else torch.cat([pairs, newer], dim=1)
 
     def candidate_scorer(self) -> ScoreFn:
         """Hard-negative scorer on sampled computation graphs (no full-graph pass per batch)."""

@@ -16,6 +16,7 @@ from models.graph_sampling import (
     _sample_without_replacement,
     random_walk_neighbors,
     sample_neighbors,
+    time_order,
 )
 
 FAN_OUTS = [[-1], [1], [3, 2], [5, 5, 5], [100, 100], [35]]  # 35 > 32 uses the random-key path
@@ -365,3 +366,18 @@ def test_cuda_sampling_and_walks() -> None:
     row_sums = weights.sum(1)
     has = neighbors[:, 0] >= 0
     assert torch.allclose(row_sums[has], torch.ones_like(row_sums[has]))
+
+
+def test_time_order_ranks_each_users_items_oldest_first():
+    # User 0: item 1 (9 days old), item 3 (5), item 2 (1); user 1: item 2 (3), item 0 (2).
+    edges = torch.tensor([[0, 0, 0, 1, 1], [3, 1, 2, 0, 2]])
+    ages = torch.tensor([5.0, 9.0, 1.0, 2.0, 3.0])
+    keys, rank, items = time_order(edges, ages, num_items=4)
+    assert keys.tolist() == [1, 2, 3, 4, 6]  # (0,1), (0,2), (0,3), (1,0), (1,2): the user CSR's order
+    assert rank.tolist() == [0, 2, 1, 1, 0]
+    assert items.tolist() == [1, 3, 2, 2, 0]  # each user's items, oldest first
+
+
+def test_time_order_needs_ages():
+    with pytest.raises(ValueError, match="timestamps"):
+        time_order(torch.tensor([[0], [0]]), None, num_items=1)

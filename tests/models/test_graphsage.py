@@ -253,3 +253,45 @@ def test_the_pickle_leaves_out_the_csr_cache(data):
     buffer.seek(0)
     loaded = torch.load(buffer, weights_only=False)
     assert loaded.graph._cache is None
+
+
+def test_older_context_samples_a_user_without_its_items_from_its_first_positive_on():
+    _, _, graphs = planted()
+    model = GraphSAGE.from_graphs(graphs, context="older", user_ids=False, fan_outs="-1")
+    users_all, items_all = graphs.ui_edge_index.tolist()
+    ages = graphs.ui_edge_age.tolist()
+    order: dict[int, list[int]] = {}
+    for u, i, _age in sorted(zip(users_all, items_all, ages, strict=True), key=lambda t: (t[0], -t[2], t[1])):
+        order.setdefault(u, []).append(i)
+    # User 0 twice (its 5th and 3rd items), user 1 with its first item, user 2 with its last one.
+    users = torch.tensor([0, 0, 1, 2])
+    pos = torch.tensor([order[0][4], order[0][2], order[1][0], order[2][-1]])
+    excluded = model.excluded_edges(users, pos)
+    expected = {(0, order[0][4]), (0, order[0][2]), (1, order[1][0]), (2, order[2][-1])}
+    expected |= {(0, i) for i in order[0][2:]} | {(2, order[2][-1])}  # user 1: first item, pairs only
+    assert set(map(tuple, excluded.T.tolist())) == expected
+    # With every neighbour taken, each user's sampled items are exactly those before its first positive.
+    sub = sample_neighbors(model.graph.csr(), users, [-1], exclude_edges=excluded)
+    block = sub.blocks[0]
+    sources, destinations = block.edge_index
+    for local, user in enumerate(sub.node_ids[1].tolist()):  # the seeds (destinations)
+        got = {int(sub.node_ids[0][s]) - model.num_users for s in sources[destinations == local]}
+        want = {0: set(order[0][:2]), 1: set(order[1][1:]), 2: set(order[2][:-1])}[user]
+        assert got == want
+    with pytest.raises(ValueError, match="timestamps"):
+        GraphSAGE.from_graphs(random_graphs(), context="older")
+
+
+def test_older_context_trains_through_the_trainer():
+    _, split, graphs = planted()
+    config = TrainConfig(
+        model="graphsage",
+        hparams={"context": "older", "user_ids": False},
+        epochs=2,
+        batch_size=256,
+        progress=False,
+        device="cpu",
+        seed=1,
+    )
+    trained = train(graphs, split, config)
+    assert np.isfinite(trained.history[-1]["loss"]) and len(trained.history) == 2

@@ -262,3 +262,64 @@ def test_training_loss_is_the_loss_on_the_graph_without_the_batch_edge(exclude):
     same = torch.allclose(full.loss(users, pos, neg), without.loss(users, pos, neg))
     # Excluding the batch's edge trains exactly as if it were absent; the old walks give another loss.
     assert same is exclude
+
+
+def _user_time_ranks(graphs):
+    """{(user, item): rank among the user's training items, oldest 0} from the graphs' ages (ties by item)."""
+    users, items = graphs.ui_edge_index.tolist()
+    ages = graphs.ui_edge_age.tolist()
+    by_user: dict[int, list[tuple[float, int]]] = {}
+    for u, i, a in zip(users, items, ages, strict=True):
+        by_user.setdefault(u, []).append((-a, i))
+    return {(u, i): r for u, pairs in by_user.items() for r, (_, i) in enumerate(sorted(pairs))}
+
+
+def test_older_context_embeds_a_user_only_from_items_before_the_positive(data):
+    _, _, graphs = data
+    assert graphs.ui_edge_age is not None  # the synthetic source has timestamps
+    model = PinSage.from_graphs(graphs, context="older")
+    model._generator = torch.Generator().manual_seed(0)
+    rank = _user_time_ranks(graphs)
+    users, pos = graphs.ui_edge_index[:, ::7]
+    context = model.context_items(users, pos)
+    assert context.shape == (users.numel(), model.user_sample)
+    firsts = 0
+    for u, p, items in zip(users.tolist(), pos.tolist(), context.tolist(), strict=True):
+        if rank[u, p] == 0:  # the user's first item: any of its items
+            firsts += 1
+            assert all((u, i) in rank for i in items)
+        else:
+            assert all(rank[u, i] < rank[u, p] for i in items), (u, p, items)
+    assert firsts < users.numel() // 4
+    # "any" draws among all the user's items, later ones included.
+    plain = PinSage.from_graphs(graphs)
+    plain._generator = torch.Generator().manual_seed(0)
+    drawn = plain.context_items(users, pos).tolist()
+    later = sum(
+        rank[u, i] > rank[u, p]
+        for u, p, row in zip(users.tolist(), pos.tolist(), drawn, strict=True)
+        for i in row
+    )
+    assert later > 0
+
+
+def test_older_context_trains_and_needs_timestamps(data):
+    _, split, graphs = data
+    config = TrainConfig(
+        model="pinsage",
+        hparams={"context": "older"},
+        epochs=2,
+        batch_size=256,
+        lr=1e-2,
+        progress=False,
+        device="cpu",
+        seed=3,
+    )
+    trained = train(graphs, split, config)
+    assert np.isfinite(trained.history[-1]["loss"])
+    served = trained.model.export()
+    assert served.model.time_items.numel() == 0  # the training-only order is not served
+    with pytest.raises(ValueError, match="timestamps"):
+        PinSage.from_graphs(random_graphs(), context="older")
+    with pytest.raises(ValueError, match="context"):
+        PinSage.from_graphs(graphs, context="newer")
