@@ -294,7 +294,7 @@ def train(
             prepared = prepare_data(config_data, splitting)
         graphs, parts = prepared.graphs, prepared.split
         try:
-            check_requirements([model], graphs, prepared.dataset.name)
+            check_requirements([model], graphs, prepared.dataset.name, {model: hparams})
         except ModelDataMismatchError as exc:
             fail(str(exc), EXIT_BAD_INPUT)
 

@@ -219,6 +219,14 @@ class Recommender(nn.Module, ABC):
         return cls(num_users=graphs.num_users, num_items=graphs.num_items, **cls.resolve_hparams(hparams))
 
     @classmethod
+    def requirements(cls, hparams: dict[str, Any]) -> frozenset[str]:
+        """What the model needs from the data with these hyperparameters.
+
+        :attr:`requires`, plus what an option adds (PinSage's ``context="older"`` needs timestamps).
+        """
+        return cls.requires
+
+    @classmethod
     def resolve_hparams(cls, hparams: dict[str, Any]) -> dict[str, Any]:
         """:meth:`default_hparams` overridden by ``hparams``.
 
@@ -697,11 +705,15 @@ def gather_rows(table: Tensor, index: Tensor) -> Tensor:
 RecommenderT = TypeVar("RecommenderT", bound=Recommender)
 
 
-def unmet_requirements(cls: type[Recommender], graphs: Graphs) -> list[str]:
-    """What ``cls`` needs that ``graphs`` lacks, one readable reason per missing requirement."""
+def unmet_requirements(
+    cls: type[Recommender], graphs: Graphs, hparams: dict[str, Any] | None = None
+) -> list[str]:
+    """What ``cls`` (with ``hparams``) needs that ``graphs`` lacks, one readable reason per requirement."""
+    needed = cls.requirements(hparams or {})
     return [
-        f"needs {req.replace('_', '-')}: {_REQUIREMENT_HINT[req]}"
-        for req in sorted(cls.requires)
+        f"needs {req.replace('_', '-')}{'' if req in cls.requires else ' (for its hyperparameters)'}: "
+        f"{_REQUIREMENT_HINT[req]}"
+        for req in sorted(needed)
         if not _REQUIREMENT_TEST[req](graphs)
     ]
 

@@ -288,6 +288,12 @@ class GraphSAGE(Recommender):
             "context": "any",
         }
 
+    @classmethod
+    def requirements(cls, hparams: dict[str, Any]) -> frozenset[str]:
+        """The user-item graph, and timestamps with ``context="older"``."""
+        older = hparams.get("context", "any") == "older"
+        return cls.requires | {"timestamps"} if older else cls.requires
+
     @staticmethod
     def search_space(trial: Trial) -> dict[str, Any]:
         """Width, depth and fan-outs (the paper's grid and one deeper), aggregator, dropouts, L2, init."""

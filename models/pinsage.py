@@ -329,6 +329,12 @@ class PinSage(Recommender):
             "init_std": 0.1,
         }
 
+    @classmethod
+    def requirements(cls, hparams: dict[str, Any]) -> frozenset[str]:
+        """The user-item graph, and timestamps with ``context="older"``."""
+        older = hparams.get("context", "any") == "older"
+        return cls.requires | {"timestamps"} if older else cls.requires
+
     @staticmethod
     def search_space(trial: Trial) -> dict[str, Any]:
         """Width, depth, neighbourhood size and walks, loss margin, hard-negative rank and curriculum cap."""

@@ -7,7 +7,8 @@ with every mismatch named at once, instead of failing minutes into a run.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from models.base import unmet_requirements
 from models.graphs import Graphs
@@ -18,13 +19,19 @@ class ModelDataMismatchError(ValueError):
     """One or more models need data the dataset does not have; the message names each model and why."""
 
 
-def check_requirements(models: Sequence[str], graphs: Graphs, dataset_name: str) -> None:
-    """Refuse models whose ``requires`` the graphs do not meet.
+def check_requirements(
+    models: Sequence[str],
+    graphs: Graphs,
+    dataset_name: str,
+    hparams: Mapping[str, dict[str, Any]] | None = None,
+) -> None:
+    """Refuse models whose requirements (``requires`` and what their hyperparameters add) are unmet.
 
     Args:
         models: Registry names.
         graphs: The training graphs of the dataset.
         dataset_name: For the message.
+        hparams: Fixed hyperparameters by model name, where an option adds a requirement.
 
     Raises:
         ModelDataMismatchError: naming every model that cannot run on ``dataset_name``, and why.
@@ -32,7 +39,7 @@ def check_requirements(models: Sequence[str], graphs: Graphs, dataset_name: str)
     problems = [
         f"{name} cannot run on dataset '{dataset_name}': {'; '.join(unmet)}"
         for name in models
-        if (unmet := unmet_requirements(get_model(name), graphs))
+        if (unmet := unmet_requirements(get_model(name), graphs, (hparams or {}).get(name)))
     ]
     if problems:
         raise ModelDataMismatchError(

@@ -200,6 +200,16 @@ def test_unusable_cold_splits_exit_2_with_one_message(tmp_path, args, message):
     assert message in " ".join(result.output.split()) and "Traceback" not in result.output
 
 
+@pytest.mark.parametrize("model", ["pinsage", "graphsage"])
+def test_an_option_that_needs_timestamps_is_refused_on_data_without_them(tmp_path, model):
+    folder = write_interactions(tmp_path / "data")  # user,item,rating: no timestamps
+    result = _train(folder, "--model", model, "--epochs", "1", "-p", "context=older")
+    assert result.exit_code == 2, result.output
+    message = " ".join(result.output.split())
+    assert f"{model} cannot run on dataset 'csv': needs timestamps (for its hyperparameters)" in message
+    assert "Traceback" not in result.output
+
+
 def _lightgcn_args(folder: Path) -> list[str]:
     return [
         "train",

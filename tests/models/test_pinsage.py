@@ -323,3 +323,14 @@ def test_older_context_trains_and_needs_timestamps(data):
         PinSage.from_graphs(random_graphs(), context="older")
     with pytest.raises(ValueError, match="context"):
         PinSage.from_graphs(graphs, context="newer")
+
+
+def test_the_older_context_adds_timestamps_to_the_requirements():
+    from tasks.compat import ModelDataMismatchError, check_requirements
+
+    assert PinSage.requirements({}) == PinSage.requires == frozenset({"user_item"})
+    assert PinSage.requirements({"context": "older"}) == {"user_item", "timestamps"}
+    bare = random_graphs()
+    check_requirements(["pinsage"], bare, "toy")
+    with pytest.raises(ModelDataMismatchError, match="needs timestamps \\(for its hyperparameters\\)"):
+        check_requirements(["pinsage"], bare, "toy", {"pinsage": {"context": "older"}})
