@@ -133,6 +133,61 @@ class GraphBuffers(nn.Module):
         return keys[where] == query
 
 
+class UserTimeOrder(nn.Module):
+    """Each user's training items oldest first, for training a user on its past (``context="older"``).
+
+    PinSage and GraphSAGE share it: :meth:`for_context` checks the option and builds the order only for
+    ``"older"``; :meth:`older_count` says how many of its items a user had before a given one, and
+    :attr:`items` lists the user CSR's items in time order (same ``u_indptr`` as :class:`GraphBuffers`).
+    """
+
+    edge_keys: Tensor
+    time_rank: Tensor
+    items: Tensor
+
+    def __init__(self, ui_edge_index: Tensor, ui_edge_age: Tensor | None, num_items: int) -> None:
+        super().__init__()
+        self.num_items = num_items
+        edge_keys, time_rank, items = time_order(ui_edge_index, ui_edge_age, num_items)
+        self.register_buffer("edge_keys", edge_keys, persistent=False)
+        self.register_buffer("time_rank", time_rank, persistent=False)
+        self.register_buffer("items", items, persistent=False)
+
+    @classmethod
+    def for_context(
+        cls, model: str, context: str, ui_edge_index: Tensor, ui_edge_age: Tensor | None, num_items: int
+    ) -> UserTimeOrder | None:
+        """The order for ``context="older"``, ``None`` for ``"any"``.
+
+        Raises:
+            ValueError: for another ``context``, or ``"older"`` without ``ui_edge_age``.
+        """
+        if context not in ("any", "older"):
+            raise ValueError(f"context must be 'any' or 'older', got {context!r}")
+        if context == "any":
+            return None
+        if ui_edge_age is None:
+            raise ValueError(
+                f"{model} context='older' needs interaction timestamps (Graphs.ui_edge_age); "
+                "the data has none"
+            )
+        return cls(ui_edge_index, ui_edge_age, num_items)
+
+    @staticmethod
+    def requirements(requires: frozenset[str], hparams: dict[str, Any]) -> frozenset[str]:
+        """``requires``, plus timestamps when ``hparams`` ask for ``context="older"``."""
+        return requires | {"timestamps"} if hparams.get("context", "any") == "older" else requires
+
+    def older_count(self, users: Tensor, items: Tensor) -> Tensor:
+        """How many training items each user had before each of its training ``items`` (its time rank).
+
+        Shapes:
+            users ``[B]``, items ``[B]`` (training pairs) -> ``[B]``.
+        """
+        edge = torch.searchsorted(self.edge_keys, users * self.num_items + items)
+        return self.time_rank[edge.clamp(max=self.time_rank.numel() - 1)]
+
+
 @register_model
 class GraphSAGE(Recommender):
     """GraphSAGE (mean or pooling aggregator) on sampled mini-batches; full-graph layer-wise inference.
@@ -169,9 +224,6 @@ class GraphSAGE(Recommender):
         "own layer-0 input being a learned unknown-user vector (trained by user-id dropout, or as every "
         "user's input with user_ids=False) plus its features"
     )
-    edge_keys: Tensor
-    time_rank: Tensor
-    time_items: Tensor
 
     def __init__(
         self,
@@ -208,20 +260,10 @@ class GraphSAGE(Recommender):
         self.init_std = init_std
         self.inference_chunk = inference_chunk
         self.user_ids = user_ids
-        if context not in ("any", "older"):
-            raise ValueError(f"context must be 'any' or 'older', got {context!r}")
-        if context == "older" and ui_edge_age is None:
-            raise ValueError(
-                "graphsage context='older' needs interaction timestamps (Graphs.ui_edge_age); data has none"
-            )
-        self.context = context
+        self.time_order = UserTimeOrder.for_context(
+            "graphsage", context, ui_edge_index, ui_edge_age, num_items
+        )
         self.graph = GraphBuffers(ui_edge_index, num_users, num_items)
-        # Training-only time order of every user's items (empty unless context="older").
-        order = time_order(ui_edge_index, ui_edge_age, num_items) if context == "older" else None
-        empty = torch.zeros(0, dtype=torch.long)
-        self.register_buffer("edge_keys", empty if order is None else order[0], persistent=False)
-        self.register_buffer("time_rank", empty if order is None else order[1], persistent=False)
-        self.register_buffer("time_items", empty if order is None else order[2], persistent=False)
         self.input = FeatureInput(num_users, num_items, embedding_dim, user_features, item_features)
         self.unknown_user = nn.Parameter(torch.zeros(embedding_dim))
         self.convs = nn.ModuleList(
@@ -291,8 +333,7 @@ class GraphSAGE(Recommender):
     @classmethod
     def requirements(cls, hparams: dict[str, Any]) -> frozenset[str]:
         """The user-item graph, and timestamps with ``context="older"``."""
-        older = hparams.get("context", "any") == "older"
-        return cls.requires | {"timestamps"} if older else cls.requires
+        return UserTimeOrder.requirements(cls.requires, hparams)
 
     @staticmethod
     def search_space(trial: Trial) -> dict[str, Any]:
@@ -446,10 +487,9 @@ class GraphSAGE(Recommender):
             users ``[B]``, pos ``[B]`` -> ``[2, X]``.
         """
         pairs = torch.stack([users, pos]) if self.exclude_target_edges else None
-        if self.context != "older":
+        if self.time_order is None:
             return pairs
-        edge = torch.searchsorted(self.edge_keys, users * self.num_items + pos)
-        rank = self.time_rank[edge.clamp(max=self.time_rank.numel() - 1)]
+        rank = self.time_order.older_count(users, pos)
         first = torch.full((self.num_users,), torch.iinfo(torch.long).max, device=users.device)
         first = first.scatter_reduce(0, users, rank, reduce="amin")
         batch_users = torch.unique(users)
@@ -459,7 +499,7 @@ class GraphSAGE(Recommender):
         offset = torch.arange(int(count.sum()), device=users.device) - torch.repeat_interleave(
             torch.cumsum(count, 0) - count, count
         )
-        newer = torch.stack([owner, self.time_items[torch.repeat_interleave(start, count) + offset]])
+        newer = torch.stack([owner, self.time_order.items[torch.repeat_interleave(start, count) + offset]])
         return newer if pairs is None else torch.cat([pairs, newer], dim=1)
 
     def candidate_scorer(self) -> ScoreFn:

@@ -55,8 +55,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from models.base import History, Recommender, Trial, register_model
-from models.graph_sampling import random_walk_neighbors, time_order
-from models.graphsage import GraphBuffers
+from models.graph_sampling import random_walk_neighbors
+from models.graphsage import GraphBuffers, UserTimeOrder
 from models.layered import feature_matrix
 from models.losses import LossName, batch_l2, ranking_loss
 
@@ -173,9 +173,6 @@ class PinSage(Recommender):
     neighbor_weights: Tensor
     hard_pool: Tensor
     item_features: Tensor | None
-    edge_keys: Tensor
-    time_rank: Tensor
-    time_items: Tensor
 
     def __init__(
         self,
@@ -221,13 +218,7 @@ class PinSage(Recommender):
         self.hard_rank_high = hard_rank_high
         self.max_hard_negatives = max_hard_negatives
         self.user_sample = user_sample
-        if context not in ("any", "older"):
-            raise ValueError(f"context must be 'any' or 'older', got {context!r}")
-        if context == "older" and ui_edge_age is None:
-            raise ValueError(
-                "pinsage context='older' needs interaction timestamps (Graphs.ui_edge_age); the data has none"
-            )
-        self.context = context
+        self.time_order = UserTimeOrder.for_context("pinsage", context, ui_edge_index, ui_edge_age, num_items)
         self.exclude_target_edges = exclude_target_edges
         self.reg_weight = reg_weight
         self.init_std = init_std
@@ -251,12 +242,6 @@ class PinSage(Recommender):
         self.register_buffer(
             "hard_pool", torch.zeros(num_items, hard_rank_high - hard_rank_low, dtype=torch.long)
         )
-        # Training-only time order of every user's items (empty unless context="older").
-        order = time_order(ui_edge_index, ui_edge_age, num_items) if context == "older" else None
-        empty = torch.zeros(0, dtype=torch.long)
-        self.register_buffer("edge_keys", empty if order is None else order[0], persistent=False)
-        self.register_buffer("time_rank", empty if order is None else order[1], persistent=False)
-        self.register_buffer("time_items", empty if order is None else order[2], persistent=False)
         self._epoch = 0
         self._operator: tuple[Tensor, Tensor] | None = None
         self._operator_key: tuple[Any, ...] | None = None
@@ -332,8 +317,7 @@ class PinSage(Recommender):
     @classmethod
     def requirements(cls, hparams: dict[str, Any]) -> frozenset[str]:
         """The user-item graph, and timestamps with ``context="older"``."""
-        older = hparams.get("context", "any") == "older"
-        return cls.requires | {"timestamps"} if older else cls.requires
+        return UserTimeOrder.requirements(cls.requires, hparams)
 
     @staticmethod
     def search_space(trial: Trial) -> dict[str, Any]:
@@ -519,8 +503,7 @@ class PinSage(Recommender):
 
         served = copy.deepcopy(self).cpu()
         served.hard_pool = torch.zeros(self.num_items, 0, dtype=torch.long)
-        for name in ("edge_keys", "time_rank", "time_items"):
-            setattr(served, name, torch.zeros(0, dtype=torch.long))
+        served.time_order = None  # training only
         served._operator = None
         return ModuleServable(served)
 
@@ -593,11 +576,10 @@ class PinSage(Recommender):
         degree = self.graph.u_indptr[users + 1] - start
         draw = torch.rand(users.numel(), self.user_sample, generator=self._generator, device=users.device)
         source = self.graph.u_items
-        if self.context == "older":
-            edge = torch.searchsorted(self.edge_keys, users * self.num_items + pos)
-            older = self.time_rank[edge.clamp(max=self.time_rank.numel() - 1)]
+        if self.time_order is not None:
+            older = self.time_order.older_count(users, pos)
             degree = torch.where(older > 0, older, degree)
-            source = self.time_items
+            source = self.time_order.items
         offset = torch.minimum((draw * degree.unsqueeze(1)).long(), (degree - 1).clamp(min=0).unsqueeze(1))
         return source[start.unsqueeze(1) + offset]
 
